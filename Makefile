@@ -1,0 +1,77 @@
+# Two commands do everything after cloning:  `make run`  and  `make test`.
+# Every target creates the environment from requirements.lock first if it is missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.10
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# Python 3.10 from pyenv when installed, else python3.10 on PATH.
+BASE_PYTHON ?= $(shell (command -v pyenv >/dev/null && pyenv prefix $(PYTHON_VERSION) 2>/dev/null | tail -n1 | sed 's|$$|/bin/python|') || command -v python$(PYTHON_VERSION))
+UV_VERSION := 0.13.9
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
+
+DATA ?= data/shop
+ROWS ?= 100000
+SPANS ?= 2
+SEED ?= 42
+RUN_ARGS ?=
+
+.PHONY: help env lock run data pipeline test test-unit test-e2e lint format schema clean
+
+help:
+	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
+	@echo "make test   - set up if needed, run the whole test suite"
+	@echo "make env    - create $(VENV) from requirements.lock"
+	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
+	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -n "$(BASE_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
+	@echo "Creating $(VENV) with $(BASE_PYTHON) from requirements.lock"
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip sync -p $(PY) requirements.lock
+	$(UV) pip install -p $(PY) --no-deps -e .
+	@touch $@
+
+env: $(VENV)/.installed
+
+lock: $(VENV)/.installed
+	$(UV) pip compile pyproject.toml --extra dev --python-version $(PYTHON_VERSION) \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o requirements.lock
+
+$(DATA)/manifest.json: | $(VENV)/.installed
+	$(VENV)/bin/shop-sim --out $(DATA) --rows $(ROWS) --spans $(SPANS) --seed $(SEED)
+
+data: $(DATA)/manifest.json
+
+run: $(VENV)/.installed $(DATA)/manifest.json
+	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) $(RUN_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -m unit
+
+test-e2e: $(VENV)/.installed
+	$(PY) -m pytest -m e2e
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+schema: $(VENV)/.installed
+	$(PY) -m pipelines.schema_tool
+
+clean:
+	rm -rf outputs $(DATA)

@@ -1,0 +1,51 @@
+"""Reads Transform's output (gzipped tf.Example TFRecords) into the datasets train() consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import features as F
+from components.preprocessing import categorical_sizes, params_from
+from components.training import HParams, TrainData
+
+
+def make_dataset(
+    file_pattern: str | list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    *,
+    repeat: bool,
+    seed: int,
+) -> tf.data.Dataset:
+    """(features, label) batches with parallel reads and autotuned prefetch."""
+    return tf.data.experimental.make_batched_features_dataset(
+        file_pattern=file_pattern,
+        batch_size=batch_size,
+        features=tf_transform_output.transformed_feature_spec(),
+        reader=lambda files: tf.data.TFRecordDataset(files, compression_type="GZIP"),
+        label_key=F.LABEL,
+        num_epochs=None if repeat else 1,
+        shuffle=repeat,
+        shuffle_seed=seed,
+        sloppy_ordering=False,
+        prefetch_buffer_size=tf.data.AUTOTUNE,
+    )
+
+
+def load_train_data(
+    transform_output_dir: str,
+    train_files: str | list[str],
+    eval_files: str | list[str],
+    hparams: HParams,
+    transform_params: Mapping[str, int] | None = None,
+) -> tuple[TrainData, tft.TFTransformOutput]:
+    tf_transform_output = tft.TFTransformOutput(transform_output_dir)
+    data = TrainData(
+        train=make_dataset(train_files, tf_transform_output, hparams.batch_size, repeat=True, seed=hparams.seed),
+        eval=make_dataset(eval_files, tf_transform_output, hparams.batch_size, repeat=False, seed=hparams.seed),
+        categorical_sizes=categorical_sizes(tf_transform_output, params_from(transform_params)),
+    )
+    return data, tf_transform_output

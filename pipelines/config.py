@@ -1,0 +1,176 @@
+"""One typed configuration for the pipeline, its runners, the compiler and the notebooks.
+
+Values come from conf/<env>.yaml, then `section.key=value` overrides (from the CLI or a notebook).
+Unknown keys and wrongly typed values fail with the field's dotted name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the shop's spans are and which one to train on."""
+
+    root: str = "data/shop"
+    span: int | None = Field(None, ge=1, description="span to train on; None = the newest span-N")
+    file_pattern: str = "span-{SPAN}/*.csv"
+    train_buckets: int = Field(4, ge=1, description="hash split: train share = train/(train+eval)")
+    eval_buckets: int = Field(1, ge=1)
+
+
+class BeamConfig(_Section):
+    """Beam runner for the data stages (ExampleGen, StatisticsGen, Transform, Evaluator)."""
+
+    runner: Literal["DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"] = "DirectRunner"
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    direct_num_workers: int = Field(1, ge=0, description="0 = one worker per core")
+    extra_args: list[str] = Field(default_factory=list, description="passed to Beam as they are")
+
+    def pipeline_args(self) -> list[str]:
+        args = [f"--runner={self.runner}"]
+        if self.runner == "DirectRunner":
+            args += [
+                f"--direct_running_mode={self.direct_running_mode}",
+                f"--direct_num_workers={self.direct_num_workers}",
+            ]
+        return args + list(self.extra_args)
+
+
+class ValidationConfig(_Section):
+    """The data gate: which anomalies stop the run before Transform."""
+
+    compare_with_previous_span: bool = True
+    block_on_drift: bool = Field(
+        False, description="drift is reported always; it stops the run only when this is true"
+    )
+
+
+class TransformConfig(_Section):
+    """Feature engineering sizes, passed to preprocessing_fn as custom_config."""
+
+    user_hash_buckets: int = Field(2000, ge=1)
+    product_hash_buckets: int = Field(1000, ge=1)
+    price_buckets: int = Field(10, ge=2)
+    cross_hash_buckets: int = Field(200, ge=1)
+
+
+class TrainingConfig(_Section):
+    """Hyperparameters of the ranking model (the tuner replaces these when it runs)."""
+
+    train_steps: int = Field(2000, ge=1)
+    eval_steps: int = Field(100, ge=1)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(0.003, gt=0)
+    embedding_dim: int = Field(8, ge=1)
+    hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
+    cross_layers: int = Field(2, ge=0)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    l2: float = Field(1e-3, ge=0)
+    seed: int = 42
+
+
+class EvaluationConfig(_Section):
+    """TFMA thresholds that bless a model."""
+
+    min_auc: float = Field(0.70, ge=0, le=1)
+    max_auc_drop: float = Field(0.01, ge=0, description="allowed AUC loss vs the latest blessed model")
+    compare_with_blessed_baseline: bool = True
+    slice_features: list[str] = Field(default_factory=lambda: ["device"])
+
+
+class PipelineConfig(_Section):
+    """Everything a run needs; the same object feeds create_pipeline() and every runner."""
+
+    name: str = "shop-ranking"
+    output_root: str = "outputs"
+    enable_cache: bool = True
+    data: DataConfig = DataConfig()
+    beam: BeamConfig = BeamConfig()
+    validation: ValidationConfig = ValidationConfig()
+    transform: TransformConfig = TransformConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _name_is_a_pipeline_name(self) -> PipelineConfig:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", self.name):
+            raise ValueError(f"name {self.name!r}: use lowercase letters, digits and '-'")
+        return self
+
+    # Paths derived from output_root, so one setting moves a whole run.
+    @property
+    def pipeline_root(self) -> str:
+        return str(Path(self.output_root) / "pipeline_root" / self.name)
+
+    @property
+    def metadata_path(self) -> str:
+        return str(Path(self.output_root) / "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        return str(Path(self.output_root) / "serving" / self.name)
+
+    @property
+    def summary_path(self) -> str:
+        return str(Path(self.output_root) / "run_summary.json")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the field."""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`training.train_steps=100` -> ("training.train_steps", 100); values are YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(
+    env_or_path: str | Path = "local", overrides: list[str] | dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Loads conf/<env>.yaml (or a path) and applies overrides; errors name the file and field."""
+    path = Path(env_or_path)
+    if not path.suffix:
+        path = CONF_DIR / f"{env_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found (available: {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))})")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from err

@@ -1,0 +1,156 @@
+"""What a run produced, read back from ML Metadata: stages, metrics, blessing, push, Bayes ceiling."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import PipelineConfig
+from pipelines.metadata import custom_property, latest_run, open_store
+from simulator import catalog
+from simulator.generate import truth_of_span
+from simulator.truth import bayes_auc
+
+# Columns the ground truth reads, with their tf.Example types.
+_TRUTH_COLUMNS = {
+    "user_category_affinity": "float", "price": "float", "user_avg_price": "float", "rating": "float",
+    "days_since_last_visit": "int", "position": "int", "on_sale": "int", "hour": "int",
+    "device": "bytes", "referrer": "bytes", catalog.LABEL: "int",
+}
+
+
+@dataclass
+class RunSummary:
+    pipeline: str
+    span: int | None = None
+    stages: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_by_slice: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_rows: int | None = None
+    bayes_auc: float | None = None
+    blessed: bool | None = None
+    pushed: bool | None = None
+    pushed_destination: str | None = None
+    model_uri: str | None = None
+    examples_uri: str | None = None
+    error: str | None = None
+
+    @property
+    def auc_gap(self) -> float | None:
+        if self.bayes_auc is None or "auc" not in self.metrics:
+            return None
+        return self.bayes_auc - self.metrics["auc"]
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "auc_gap": self.auc_gap}, indent=2, sort_keys=True)
+
+
+def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarray]:
+    """The columns the ground truth needs, from ExampleGen's gzipped TFRecords of one split."""
+    import tensorflow as tf
+
+    kinds = {"float": tf.float32, "int": tf.int64, "bytes": tf.string}
+    spec = {name: tf.io.FixedLenFeature([], kinds[kind]) for name, kind in _TRUTH_COLUMNS.items()}
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    if not files:
+        raise FileNotFoundError(f"no files for split {split!r} under {examples_uri}")
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
+        lambda batch: tf.io.parse_example(batch, spec)
+    )
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in spec}
+    for batch in dataset:
+        for name, values in batch.items():
+            columns[name].append(values.numpy())
+    out = {name: np.concatenate(parts) for name, parts in columns.items()}
+    for name, kind in _TRUTH_COLUMNS.items():
+        if kind == "bytes":
+            out[name] = out[name].astype(str)
+    return out
+
+
+def _tfma_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    import tensorflow_model_analysis as tfma
+
+    overall: dict[str, float] = {}
+    by_slice: dict[str, dict[str, float]] = {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        key = tfma.slicer.deserialize_slice_key(metrics_for_slice.slice_key)
+        name = tfma.slicer.stringify_slice_key(key)
+        values = {}
+        for item in metrics_for_slice.metric_keys_and_values:
+            if item.key.is_diff or item.key.model_name not in ("", "candidate"):
+                continue
+            if item.value.HasField("double_value"):
+                values[item.key.name] = float(item.value.double_value.value)
+        if name == "Overall":
+            overall = values
+        else:
+            by_slice[name] = values
+    return overall, by_slice
+
+
+def summarize(config: PipelineConfig, error: BaseException | None = None) -> RunSummary:
+    """Reads the newest run of config.name from ML Metadata into a RunSummary."""
+    summary = RunSummary(pipeline=config.name, error=str(error) if error else None)
+    if not os.path.exists(config.metadata_path):
+        return summary
+    nodes = latest_run(open_store(config.metadata_path), config.name)
+    summary.stages = {node_id: node.state for node_id, node in nodes.items()}
+
+    if (gen := nodes.get("CsvExampleGen")) and gen.outputs.get("examples"):
+        examples = gen.outputs["examples"][-1]
+        summary.examples_uri = examples.uri
+        span = custom_property(examples, "span")
+        summary.span = int(span) if span is not None else None
+    if (trainer := nodes.get("Trainer")) and trainer.outputs.get("model"):
+        summary.model_uri = trainer.outputs["model"][-1].uri
+    if (evaluator := nodes.get("Evaluator")) and evaluator.state in ("COMPLETE", "CACHED"):
+        summary.metrics, summary.metrics_by_slice = _tfma_metrics(evaluator.outputs["evaluation"][-1].uri)
+        summary.blessed = bool(custom_property(evaluator.outputs["blessing"][-1], "blessed"))
+    if (pusher := nodes.get("Pusher")) and pusher.state in ("COMPLETE", "CACHED"):
+        pushed = pusher.outputs["pushed_model"][-1]
+        summary.pushed = bool(custom_property(pushed, "pushed"))
+        summary.pushed_destination = custom_property(pushed, "pushed_destination")
+    if summary.examples_uri and summary.span is not None and summary.metrics:
+        rows = read_eval_rows(summary.examples_uri)
+        summary.eval_rows = int(len(rows[catalog.LABEL]))
+        truth = truth_of_span(os.path.abspath(config.data.root), summary.span)
+        summary.bayes_auc = bayes_auc(rows, rows[catalog.LABEL], truth)
+    return summary
+
+
+def render(summary: RunSummary, seconds: float | None = None, max_gap: float = 0.02) -> str:
+    lines = [f"Pipeline {summary.pipeline}: span {summary.span}" + (f", {seconds:.0f}s" if seconds else "")]
+    lines.append("  stages: " + ", ".join(f"{k} {v.lower()}" for k, v in summary.stages.items()))
+    if summary.error:
+        lines.append("  STOPPED: " + summary.error.replace("\n", "\n  "))
+    m = summary.metrics
+    if m:
+        lines.append(
+            f"  eval ({summary.eval_rows:,} rows): AUC {m.get('auc', float('nan')):.4f} | "
+            f"Bayes-optimal AUC {summary.bayes_auc:.4f} | gap {summary.auc_gap:.4f} "
+            f"({'within' if summary.auc_gap <= max_gap else 'OUTSIDE'} {max_gap})"
+        )
+        lines.append(
+            f"  log loss {m.get('binary_crossentropy', float('nan')):.4f} | calibration "
+            f"(mean prediction / mean label) {m.get('calibration', float('nan')):.3f}"
+        )
+        for name, values in sorted(summary.metrics_by_slice.items()):
+            lines.append(f"    {name}: AUC {values.get('auc', float('nan')):.4f}, "
+                         f"n={values.get('example_count', 0):.0f}")
+    if summary.blessed is not None:
+        lines.append(f"  blessed: {'yes' if summary.blessed else 'NO (thresholds not met)'}")
+    if summary.pushed:
+        lines.append(f"  pushed model: {summary.pushed_destination}")
+    elif summary.pushed is False:
+        lines.append("  not pushed: the serving folder keeps its previous model")
+    return "\n".join(lines)
+
+
+def as_dict(summary: RunSummary) -> dict[str, Any]:
+    return json.loads(summary.to_json())

@@ -1,0 +1,41 @@
+"""The shop's closed vocabularies and column order: the contract the curated schema checks."""
+
+from __future__ import annotations
+
+CATEGORIES: tuple[str, ...] = (
+    "electronics", "books", "fashion", "home", "garden", "toys",
+    "sports", "beauty", "grocery", "music", "pets", "automotive",
+)
+BRANDS_PER_CATEGORY = 5
+BRANDS: tuple[str, ...] = tuple(
+    f"{category}_brand_{i}" for category in CATEGORIES for i in range(BRANDS_PER_CATEGORY)
+)
+DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
+REFERRERS: tuple[str, ...] = ("direct", "search", "email", "social", "ads")
+COUNTRIES: tuple[str, ...] = ("US", "DE", "GB", "FR", "JP", "BR", "IN", "ES", "CA", "AU")
+
+HOURS = (0, 23)
+POSITIONS = (1, 20)
+RATING = (1.0, 5.0)
+
+LABEL = "purchased"
+# Column order of the CSV the shop writes (the event log's export format).
+COLUMNS: tuple[str, ...] = (
+    "impression_id",
+    "user_id",
+    "product_id",
+    "category",
+    "brand",
+    "price",
+    "on_sale",
+    "rating",
+    "user_avg_price",
+    "user_category_affinity",
+    "days_since_last_visit",
+    "device",
+    "hour",
+    "referrer",
+    "country",
+    "position",
+    LABEL,
+)

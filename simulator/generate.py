@@ -1,0 +1,273 @@
+"""Generates daily spans of impressions: entities, sessions, labels, drift and corrupt rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simulator import catalog
+from simulator.truth import TruthParams, bayes_auc, purchase_probability
+
+MANIFEST = "manifest.json"
+CHUNK_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    """Everything that determines a dataset; the same options and seed give the same bytes."""
+
+    rows_per_span: int = 100_000
+    spans: int = 2
+    seed: int = 42
+    drift: float = 0.0
+    drift_from_span: int = 2
+    corrupt_fraction: float = 0.0
+    corrupt_spans: tuple[int, ...] = ()
+    users: int | None = None
+    products: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rows_per_span < 10:
+            raise ValueError(f"rows_per_span must be >= 10, got {self.rows_per_span}")
+        if self.spans < 1:
+            raise ValueError(f"spans must be >= 1, got {self.spans}")
+        if not 0.0 <= self.drift <= 1.0:
+            raise ValueError(f"drift must be in [0, 1], got {self.drift}")
+        if not 0.0 <= self.corrupt_fraction <= 0.5:
+            raise ValueError(f"corrupt_fraction must be in [0, 0.5], got {self.corrupt_fraction}")
+
+    @property
+    def n_users(self) -> int:
+        return self.users or int(np.clip(self.rows_per_span // 20, 200, 200_000))
+
+    @property
+    def n_products(self) -> int:
+        return self.products or int(np.clip(self.rows_per_span // 50, 100, 50_000))
+
+    def drift_for(self, span: int) -> float:
+        return self.drift if span >= self.drift_from_span else 0.0
+
+    def corrupt_for(self, span: int) -> float:
+        spans = self.corrupt_spans or (self.spans,)
+        return self.corrupt_fraction if span in spans else 0.0
+
+
+@dataclass
+class SpanReport:
+    """What was written for one span, including the ceiling any model can reach on it."""
+
+    span: int
+    path: str
+    rows: int
+    purchase_rate: float
+    bayes_auc: float
+    drift: float
+    corrupt_rows: int
+    truth: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Users and products: fixed across spans so spans differ only by traffic and drift."""
+
+    user_country: np.ndarray
+    user_device_pref: np.ndarray  # (users, devices) probabilities
+    user_affinity: np.ndarray  # (users, categories) Dirichlet draws
+    user_avg_price: np.ndarray
+    user_activity: np.ndarray  # sampling weights
+    product_category: np.ndarray
+    product_brand: np.ndarray
+    product_price: np.ndarray
+    product_rating: np.ndarray
+    product_popularity: np.ndarray
+
+
+def build_shop(options: SimulationOptions) -> Shop:
+    rng = np.random.default_rng([options.seed, 0])
+    n_users, n_products = options.n_users, options.n_products
+    n_categories = len(catalog.CATEGORIES)
+    country_weights = 1.0 / np.arange(1, len(catalog.COUNTRIES) + 1)
+    device_pref = rng.dirichlet([3.0, 2.0, 0.7], size=n_users)
+    category_base_price = np.exp(rng.normal(3.3, 0.6, size=n_categories))
+    product_category = rng.integers(0, n_categories, size=n_products)
+    brand_in_category = rng.integers(0, catalog.BRANDS_PER_CATEGORY, size=n_products)
+    return Shop(
+        user_country=rng.choice(len(catalog.COUNTRIES), size=n_users, p=country_weights / country_weights.sum()),
+        user_device_pref=device_pref,
+        user_affinity=rng.dirichlet(np.full(n_categories, 0.35), size=n_users),
+        user_avg_price=np.round(np.exp(rng.normal(3.4, 0.5, size=n_users)), 2),
+        user_activity=rng.pareto(1.5, size=n_users) + 1.0,
+        product_category=product_category,
+        product_brand=product_category * catalog.BRANDS_PER_CATEGORY + brand_in_category,
+        product_price=category_base_price[product_category] * np.exp(rng.normal(0.0, 0.45, size=n_products)),
+        product_rating=np.clip(rng.normal(3.9, 0.6, size=n_products), 1.0, 5.0),
+        product_popularity=rng.pareto(1.2, size=n_products) + 1.0,
+    )
+
+
+def truth_for(drift: float) -> TruthParams:
+    """Concept drift: drifted shoppers are more price-sensitive and shop less on mobile evenings."""
+    base = TruthParams()
+    return TruthParams.from_dict(
+        {
+            **base.to_dict(),
+            "price_above_usual": base.price_above_usual * (1.0 + 1.5 * drift),
+            "mobile_evening": base.mobile_evening * (1.0 - 1.2 * drift),
+        }
+    )
+
+
+def _impressions(shop: Shop, rows: int, drift: float, rng: np.random.Generator, start: int, span: int) -> pd.DataFrame:
+    """Samples `rows` impressions; drift shifts traffic to mobile, social/ads and higher prices."""
+    users = rng.choice(len(shop.user_activity), size=rows, p=shop.user_activity / shop.user_activity.sum())
+    products = rng.choice(
+        len(shop.product_popularity), size=rows, p=shop.product_popularity / shop.product_popularity.sum()
+    )
+    device_pref = shop.user_device_pref[users]
+    device_pref = device_pref + drift * np.array([1.5, -0.4, -0.2])
+    device_pref = np.clip(device_pref, 1e-3, None)
+    device_pref /= device_pref.sum(axis=1, keepdims=True)
+    device = (rng.random(rows)[:, None] > np.cumsum(device_pref, axis=1)).sum(axis=1)
+    referrer_p = np.array([0.30, 0.30, 0.12, 0.14, 0.14]) + drift * np.array([-0.15, -0.1, -0.05, 0.2, 0.1])
+    referrer = rng.choice(len(catalog.REFERRERS), size=rows, p=referrer_p / referrer_p.sum())
+    hour_weights = 1.0 + np.sin((np.arange(24) - 8) / 24 * 2 * np.pi) + 0.3
+    hour = rng.choice(24, size=rows, p=hour_weights / hour_weights.sum())
+    category = shop.product_category[products]
+    # The log's "share of this user's recent views in the product's category": a noisy read of the
+    # user's taste, the strongest single signal.
+    affinity = shop.user_affinity[users, category]
+    affinity = np.clip(affinity + rng.normal(0.0, 0.03, size=rows), 0.0, 1.0)
+    on_sale = (rng.random(rows) < 0.2).astype(np.int64)
+    price = shop.product_price[products] * np.where(on_sale == 1, 0.8, 1.0) * (1.0 + 0.35 * drift)
+    frame = pd.DataFrame(
+        {
+            "impression_id": [f"s{span}-{i}" for i in range(start, start + rows)],
+            "user_id": [f"u{u}" for u in users],
+            "product_id": [f"p{p}" for p in products],
+            "category": np.asarray(catalog.CATEGORIES)[category],
+            "brand": np.asarray(catalog.BRANDS)[shop.product_brand[products]],
+            "price": np.round(price, 2),
+            "on_sale": on_sale,
+            "rating": np.round(shop.product_rating[products], 1),
+            "user_avg_price": shop.user_avg_price[users],
+            "user_category_affinity": np.round(affinity, 4),
+            "days_since_last_visit": rng.geometric(0.25, size=rows) - 1,
+            "device": np.asarray(catalog.DEVICES)[device],
+            "hour": hour,
+            "referrer": np.asarray(catalog.REFERRERS)[referrer],
+            "country": np.asarray(catalog.COUNTRIES)[shop.user_country[users]],
+            "position": rng.integers(catalog.POSITIONS[0], catalog.POSITIONS[1] + 1, size=rows),
+        }
+    )
+    return frame
+
+
+CORRUPTIONS = ("missing", "out_of_domain", "wrong_type")
+
+
+def corrupt(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """Breaks `fraction` of rows the way real exports break: blanks, unknown values, text in numbers."""
+    n_bad = int(round(fraction * len(frame)))
+    if n_bad == 0:
+        return frame, 0
+    frame = frame.astype(object)
+    bad_rows = rng.choice(len(frame), size=n_bad, replace=False)
+    kinds = np.arange(n_bad) % len(CORRUPTIONS)  # every kind appears once there are 3 bad rows
+    for row, kind in zip(bad_rows, kinds):
+        name = CORRUPTIONS[kind]
+        if name == "missing":
+            frame.iat[row, frame.columns.get_loc(rng.choice(["price", "device", "user_category_affinity"]))] = ""
+        elif name == "out_of_domain":
+            column, value = [("device", "smart_fridge"), ("hour", 27), ("rating", 9.5)][rng.integers(3)]
+            frame.iat[row, frame.columns.get_loc(column)] = value
+        else:
+            frame.iat[row, frame.columns.get_loc("price")] = "twelve"
+    return frame, n_bad
+
+
+def generate_span(
+    options: SimulationOptions, span: int, shop: Shop | None = None
+) -> tuple[pd.DataFrame, SpanReport]:
+    """One span's rows (labels included) and its report; deterministic in (seed, span)."""
+    shop = shop or build_shop(options)
+    drift = options.drift_for(span)
+    truth = truth_for(drift)
+    rng = np.random.default_rng([options.seed, span])
+    chunks = []
+    for start in range(0, options.rows_per_span, CHUNK_ROWS):
+        rows = min(CHUNK_ROWS, options.rows_per_span - start)
+        chunk = _impressions(shop, rows, drift, rng, start, span)
+        probability = purchase_probability(chunk, truth)
+        chunk[catalog.LABEL] = (rng.random(rows) < probability).astype(np.int64)
+        chunks.append(chunk)
+    frame = pd.concat(chunks, ignore_index=True)
+    auc = bayes_auc(frame, frame[catalog.LABEL].to_numpy(), truth)
+    frame, n_bad = corrupt(frame, options.corrupt_for(span), rng)
+    report = SpanReport(
+        span=span,
+        path="",
+        rows=len(frame),
+        purchase_rate=float(pd.to_numeric(frame[catalog.LABEL]).mean()),
+        bayes_auc=auc,
+        drift=drift,
+        corrupt_rows=n_bad,
+        truth=truth.to_dict(),
+    )
+    return frame[list(catalog.COLUMNS)], report
+
+
+def write_dataset(
+    options: SimulationOptions,
+    root: str | Path,
+    progress: Callable[[SpanReport], None] | None = None,
+    only_spans: list[int] | None = None,
+) -> list[SpanReport]:
+    """Writes span-1..span-N (or `only_spans`) under `root` and a manifest with each span's truth.
+
+    Each span is written to a temporary file and renamed, so a crash never leaves a half span
+    that a pipeline could read. The manifest keeps the entries of spans not rewritten.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    shop = build_shop(options)
+    reports = []
+    for span in only_spans or range(1, options.spans + 1):
+        frame, report = generate_span(options, span, shop)
+        span_dir = root / f"span-{span}"
+        span_dir.mkdir(exist_ok=True)
+        target = span_dir / "impressions.csv"
+        partial = span_dir / ".impressions.csv.partial"
+        frame.to_csv(partial, index=False)
+        partial.replace(target)
+        report.path = str(target)
+        reports.append(report)
+        if progress:
+            progress(report)
+    manifest = json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"spans": {}}
+    options_record = {**options.__dict__, "corrupt_spans": list(options.corrupt_spans)}
+    for report in reports:
+        manifest["spans"][str(report.span)] = {**report.__dict__, "options": options_record}
+    partial = root / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    partial.replace(root / MANIFEST)
+    return reports
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The manifest written with the data; names the file when it is missing."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: generate the data with `shop-sim` first")
+    return json.loads(path.read_text())
+
+
+def truth_of_span(root: str | Path, span: int) -> TruthParams:
+    spans = read_manifest(root)["spans"]
+    if str(span) not in spans:
+        raise KeyError(f"span {span} is not in {Path(root) / MANIFEST} (has {sorted(spans, key=int)})")
+    return TruthParams.from_dict(spans[str(span)]["truth"])
