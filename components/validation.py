@@ -31,8 +31,12 @@ def load_split_statistics(artifact: types.Artifact, split: str) -> statistics_pb
 
 
 def load_split_anomalies(artifact: types.Artifact, split: str) -> anomalies_pb2.Anomalies:
-    path = os.path.join(artifact_utils.get_split_uri([artifact], split), ANOMALIES_FILE)
-    return load_anomalies_binary(path)
+    return load_anomalies_at(artifact_utils.get_split_uri([artifact], split))
+
+
+def load_anomalies_at(split_uri: str) -> anomalies_pb2.Anomalies:
+    """Anomalies of one split from its folder (e.g. an artifact URI read from ML Metadata + /Split-x)."""
+    return load_anomalies_binary(os.path.join(split_uri, ANOMALIES_FILE))
 
 
 def drift_only(anomalies: anomalies_pb2.Anomalies) -> anomalies_pb2.Anomalies:

@@ -6,8 +6,10 @@ import os
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import range_config_pb2
 
+from components.pusher import IdempotentPusherExecutor
 from components.validation_components import DriftValidator, ValidationGate
 from pipelines.config import SCHEMA_PATH, PipelineConfig
 from pipelines.spans import SpanSelection, select_spans
@@ -150,6 +152,7 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=_absolute(config.serving_dir))
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor),
     )
     components += [gate, transform, trainer, evaluator, pusher]
 

@@ -1,0 +1,140 @@
+"""The whole local pipeline on small generated data, in the order a shop lives through it:
+a first run pushes a model; a rerun hits the cache; a drifted day is reported and still trains;
+a corrupt day stops at the gate and the pushed model stays. Tests run in file order and share runs.
+"""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from components import validation as V
+from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
+from pipelines.cli import main as pipeline_cli
+from pipelines.config import load_config
+from pipelines.local_runner import run_local
+from pipelines.metadata import latest_run, open_store
+from simulator import catalog
+from simulator.generate import SimulationOptions, write_dataset
+
+ROWS = 4000
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    write_dataset(SimulationOptions(rows_per_span=ROWS, spans=2, seed=SEED), root / "data")
+    return root
+
+
+def config_for(workspace, *extra):
+    return load_config(
+        "local",
+        [
+            f"data.root={workspace / 'data'}",
+            f"output_root={workspace / 'outputs'}",
+            "training.train_steps=300",
+            "training.eval_steps=5",
+            "training.batch_size=128",
+            "evaluation.min_auc=0.6",
+            *extra,
+        ],
+    )
+
+
+def serving_versions(config):
+    return sorted(os.listdir(config.serving_dir)) if os.path.isdir(config.serving_dir) else []
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    return run_local(config_for(workspace))[0]
+
+
+def test_first_run_blesses_and_pushes_a_model_near_the_bayes_ceiling(first_run, workspace):
+    assert first_run.span == 2
+    assert set(first_run.stages.values()) == {"COMPLETE"}, first_run.stages
+    assert {"DriftValidator", "ValidationGate", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first_run.stages)
+    assert first_run.blessed and first_run.pushed
+    assert os.path.exists(os.path.join(first_run.pushed_destination, "saved_model.pb"))
+    # ~800 eval rows: a loose bound here; the default dataset's figure is in README.
+    assert first_run.auc_gap < 0.06, (first_run.metrics, first_run.bayes_auc)
+    assert {"device:mobile", "device:desktop", "device:tablet"} <= set(first_run.metrics_by_slice)
+    for metric in ("auc", "binary_crossentropy", "calibration", "example_count"):
+        assert metric in first_run.metrics
+
+
+def test_pushed_model_scores_raw_examples(first_run, workspace):
+    model = tf.saved_model.load(first_run.pushed_destination)
+    rows = pd.read_csv(workspace / "data" / "span-2" / "impressions.csv")
+    features = rows.drop(columns=[catalog.LABEL, "impression_id"])
+    spec = model.signatures[RAW_SIGNATURE].structured_input_signature[1]
+    scores = model.signatures[RAW_SIGNATURE](
+        **{name: tf.constant(features[name].to_numpy(), dtype=spec[name].dtype) for name in spec}
+    )[OUTPUT_KEY].numpy()
+    assert scores.shape == (len(rows),) and np.all((scores > 0) & (scores < 1))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(rows[catalog.LABEL], scores) > 0.7
+
+
+def test_rerun_on_unchanged_data_hits_the_cache(first_run, workspace):
+    config = config_for(workspace)
+    versions = serving_versions(config)
+    summary, _ = run_local(config)
+    for stage in ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer"):
+        assert summary.stages[stage] == "CACHED", summary.stages
+    assert summary.model_uri == first_run.model_uri
+    # The Evaluator re-checks the same model against itself (now the blessed baseline); the Pusher
+    # sees that model already serving and writes no duplicate version.
+    assert summary.pushed and summary.pushed_destination == first_run.pushed_destination
+    assert serving_versions(config) == versions
+
+
+def test_drifted_span_is_reported_and_still_trains(first_run, workspace):
+    write_dataset(
+        SimulationOptions(rows_per_span=ROWS, spans=3, seed=SEED, drift=0.7, drift_from_span=3),
+        workspace / "data",
+        only_spans=[3],
+    )
+    config = config_for(workspace)
+    summary, _ = run_local(config)
+    assert summary.span == 3
+    nodes = latest_run(open_store(config.metadata_path), config.name)
+    drift = nodes["DriftValidator"].outputs["anomalies"][0]
+    found = V.findings(V.load_anomalies_at(os.path.join(drift.uri, "Split-train")), "train")
+    assert {"device", "referrer"} <= {f.feature for f in found}
+    assert all(f.is_drift for f in found)
+    assert summary.stages["Trainer"] == "COMPLETE"  # drift is reported, not blocking, by default
+
+
+def test_drift_blocks_when_configured(workspace, capsys):
+    config = config_for(workspace, "validation.block_on_drift=true")
+    before = serving_versions(config)
+    with pytest.raises(V.DataValidationError, match=r"device.*drift"):
+        run_local(config)
+    assert serving_versions(config) == before
+
+
+def test_corrupt_span_stops_at_the_gate_and_keeps_the_pushed_model(workspace, capsys):
+    write_dataset(
+        SimulationOptions(rows_per_span=ROWS, spans=4, seed=SEED, corrupt_fraction=0.01, corrupt_spans=(4,)),
+        workspace / "data",
+        only_spans=[4],
+    )
+    config = config_for(workspace)
+    before = {v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb")) for v in serving_versions(config)}
+    assert before
+    exit_code = pipeline_cli(["run", "--set", f"data.root={config.data.root}", "--set", f"output_root={config.output_root}",
+                              "--set", "training.train_steps=300", "--set", "evaluation.min_auc=0.6"])
+    out = capsys.readouterr().out
+    assert exit_code == 1
+    assert "Data validation gate" in out and "price" in out and "device" in out, out
+    after = {v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb")) for v in serving_versions(config)}
+    assert after == before
+    nodes = latest_run(open_store(config.metadata_path), config.name)
+    assert nodes["ValidationGate"].state == "FAILED"
+    assert "Transform" not in nodes and "Pusher" not in nodes
