@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 # Python 3.10 from pyenv when installed, else python3.10 on PATH.
-BASE_PYTHON ?= $(shell (command -v pyenv >/dev/null && pyenv prefix $(PYTHON_VERSION) 2>/dev/null | tail -n1 | sed 's|$$|/bin/python|') || command -v python$(PYTHON_VERSION))
+PYENV_PREFIX := $(shell pyenv prefix $(PYTHON_VERSION) 2>/dev/null | head -n1)
+BASE_PYTHON ?= $(if $(PYENV_PREFIX),$(PYENV_PREFIX)/bin/python,$(shell command -v python$(PYTHON_VERSION)))
 UV_VERSION := 0.13.9
 
 export TF_USE_LEGACY_KERAS := 1

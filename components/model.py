@@ -83,7 +83,10 @@ def build_model(
     deep = x0
     for i, units in enumerate(hidden_units):
         deep = tf.keras.layers.Dense(
-            units, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(l2), name=f"deep_{i}"
+            units,
+            activation="relu",
+            kernel_regularizer=tf.keras.regularizers.l2(l2),
+            name=f"deep_{i}",
         )(deep)
         if dropout:
             deep = tf.keras.layers.Dropout(dropout)(deep)

@@ -27,7 +27,9 @@ def params_from(custom_config: Mapping[str, Any] | None) -> dict[str, int]:
     params = dict(DEFAULT_PARAMS)
     unknown = set(custom_config or {}) - set(params)
     if unknown:
-        raise ValueError(f"unknown transform parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+        raise ValueError(
+            f"unknown transform parameter(s) {sorted(unknown)}; known: {sorted(params)}"
+        )
     params.update({k: int(v) for k, v in (custom_config or {}).items()})
     return params
 
@@ -49,14 +51,20 @@ def _as_string(tensor: tf.Tensor) -> tf.Tensor:
     return tensor if tensor.dtype == tf.string else tf.strings.as_string(tensor)
 
 
-def preprocessing_fn(inputs: dict[str, tf.Tensor], custom_config: Mapping[str, Any] | None = None) -> dict[str, tf.Tensor]:
+def preprocessing_fn(
+    inputs: dict[str, tf.Tensor], custom_config: Mapping[str, Any] | None = None
+) -> dict[str, tf.Tensor]:
     """Raw shop columns -> model features (names end in `_xf`) and the label."""
     params = params_from(custom_config)
     raw = {name: _dense(inputs[name]) for name in F.RAW_FEATURES}
     out: dict[str, tf.Tensor] = {}
 
-    out[F.xf("user_id")] = tf.strings.to_hash_bucket_fast(raw["user_id"], params["user_hash_buckets"])
-    out[F.xf("product_id")] = tf.strings.to_hash_bucket_fast(raw["product_id"], params["product_hash_buckets"])
+    out[F.xf("user_id")] = tf.strings.to_hash_bucket_fast(
+        raw["user_id"], params["user_hash_buckets"]
+    )
+    out[F.xf("product_id")] = tf.strings.to_hash_bucket_fast(
+        raw["product_id"], params["product_hash_buckets"]
+    )
     for name in F.VOCABULARY:
         out[F.xf(name)] = tft.compute_and_apply_vocabulary(
             raw[name], num_oov_buckets=1, vocab_filename=vocab_size_key(name)
@@ -74,15 +82,21 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor], custom_config: Mapping[str, A
     out[F.xf(F.PRICE_BUCKET)] = tft.bucketize(log_price, params["price_buckets"])
 
     for pair in F.CROSSES:
-        joined = tf.strings.join([_as_string(raw[pair[0]]), _as_string(raw[pair[1]])], separator="|")
-        out[F.xf(F.cross_name(pair))] = tf.strings.to_hash_bucket_fast(joined, params["cross_hash_buckets"])
+        joined = tf.strings.join(
+            [_as_string(raw[pair[0]]), _as_string(raw[pair[1]])], separator="|"
+        )
+        out[F.xf(F.cross_name(pair))] = tf.strings.to_hash_bucket_fast(
+            joined, params["cross_hash_buckets"]
+        )
 
     if F.LABEL in inputs:
         out[F.LABEL] = tf.cast(_dense(inputs[F.LABEL]), tf.int64)
     return out
 
 
-def categorical_sizes(tf_transform_output: tft.TFTransformOutput, params: Mapping[str, int]) -> dict[str, int]:
+def categorical_sizes(
+    tf_transform_output: tft.TFTransformOutput, params: Mapping[str, int]
+) -> dict[str, int]:
     """Number of distinct ids of every categorical output: the embedding table sizes."""
     sizes = {
         F.xf("user_id"): params["user_hash_buckets"],

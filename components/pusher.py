@@ -38,16 +38,26 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         exec_properties: dict[str, Any],
     ) -> None:
         destination = pusher_pb2.PushDestination()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
+        )
         base = destination.filesystem.base_directory
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         version = newest_version(base)
         source = os.path.join(base, version, SOURCE_FILE) if version else None
         if self.CheckBlessing(input_dict) and source and os.path.exists(source):
             if io_utils.read_string_file(source).strip() == model.uri:
-                model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-                logging.info("Model %s already serves as version %s: nothing to push.", model.uri, version)
-                self._MarkPushed(model_push, pushed_destination=os.path.join(base, version), pushed_version=version)
+                model_push = artifact_utils.get_single_instance(
+                    output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+                )
+                logging.info(
+                    "Model %s already serves as version %s: nothing to push.", model.uri, version
+                )
+                self._MarkPushed(
+                    model_push,
+                    pushed_destination=os.path.join(base, version),
+                    pushed_version=version,
+                )
                 return
         super().Do(input_dict, output_dict, exec_properties)
         version = newest_version(base)

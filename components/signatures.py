@@ -17,7 +17,9 @@ OUTPUT_KEY = "purchase_probability"
 RAW_SIGNATURE = "serving_raw"
 
 
-def serving_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str, tf.io.FixedLenFeature]:
+def serving_feature_spec(
+    tf_transform_output: tft.TFTransformOutput,
+) -> dict[str, tf.io.FixedLenFeature]:
     """Raw features a request carries: the schema's, minus the label and the event id."""
     spec = dict(tf_transform_output.raw_feature_spec())
     spec.pop(F.LABEL, None)
@@ -25,7 +27,9 @@ def serving_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str
     return spec
 
 
-def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, path: str) -> None:
+def export_serving_model(
+    model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, path: str
+) -> None:
     """Saves `model` with both signatures to `path` (a SavedModel directory)."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     spec = serving_feature_spec(tf_transform_output)
@@ -40,7 +44,9 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
     def serve_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         return predict(tf.io.parse_example(serialized, spec))
 
-    raw_specs = {name: tf.TensorSpec([None], feature.dtype, name=name) for name, feature in spec.items()}
+    raw_specs = {
+        name: tf.TensorSpec([None], feature.dtype, name=name) for name, feature in spec.items()
+    }
 
     @tf.function(input_signature=[raw_specs])
     def serve_raw(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

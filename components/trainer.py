@@ -44,6 +44,14 @@ def run_fn(fn_args: Any) -> None:
     export_serving_model(result.model, tf_transform_output, fn_args.serving_model_dir)
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as handle:
-        json.dump({"hparams": hparams.to_dict(), "eval": result.metrics, "seconds": result.seconds,
-                   "history": result.history}, handle, indent=2)
+        json.dump(
+            {
+                "hparams": hparams.to_dict(),
+                "eval": result.metrics,
+                "seconds": result.seconds,
+                "history": result.history,
+            },
+            handle,
+            indent=2,
+        )
     logging.info("Trained in %.1fs; eval %s", result.seconds, result.metrics)

@@ -44,8 +44,12 @@ def load_train_data(
 ) -> tuple[TrainData, tft.TFTransformOutput]:
     tf_transform_output = tft.TFTransformOutput(transform_output_dir)
     data = TrainData(
-        train=make_dataset(train_files, tf_transform_output, hparams.batch_size, repeat=True, seed=hparams.seed),
-        eval=make_dataset(eval_files, tf_transform_output, hparams.batch_size, repeat=False, seed=hparams.seed),
+        train=make_dataset(
+            train_files, tf_transform_output, hparams.batch_size, repeat=True, seed=hparams.seed
+        ),
+        eval=make_dataset(
+            eval_files, tf_transform_output, hparams.batch_size, repeat=False, seed=hparams.seed
+        ),
         categorical_sizes=categorical_sizes(tf_transform_output, params_from(transform_params)),
     )
     return data, tf_transform_output

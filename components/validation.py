@@ -26,8 +26,12 @@ def split_names(artifact: types.Artifact) -> list[str]:
     return artifact_utils.decode_split_names(artifact.split_names)
 
 
-def load_split_statistics(artifact: types.Artifact, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-    return tfdv.load_stats_binary(os.path.join(artifact_utils.get_split_uri([artifact], split), STATS_FILE))
+def load_split_statistics(
+    artifact: types.Artifact, split: str
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    return tfdv.load_stats_binary(
+        os.path.join(artifact_utils.get_split_uri([artifact], split), STATS_FILE)
+    )
 
 
 def load_split_anomalies(artifact: types.Artifact, split: str) -> anomalies_pb2.Anomalies:
@@ -45,7 +49,11 @@ def drift_only(anomalies: anomalies_pb2.Anomalies) -> anomalies_pb2.Anomalies:
     kept.CopyFrom(anomalies)
     kept.ClearField("anomaly_info")
     for feature, info in anomalies.anomaly_info.items():
-        reasons = [r for r in info.reason if anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith(DRIFT_PREFIX)]
+        reasons = [
+            r
+            for r in info.reason
+            if anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith(DRIFT_PREFIX)
+        ]
         if reasons:
             target = kept.anomaly_info[feature]
             target.CopyFrom(info)
@@ -76,7 +84,9 @@ class Finding:
 
     def line(self) -> str:
         kind = "drift" if self.is_drift else "schema"
-        return f"  [{self.split}] {self.feature} ({kind}: {', '.join(self.kinds)}): {self.description}"
+        return (
+            f"  [{self.split}] {self.feature} ({kind}: {', '.join(self.kinds)}): {self.description}"
+        )
 
 
 def findings(anomalies: anomalies_pb2.Anomalies, split: str) -> list[Finding]:
@@ -115,6 +125,10 @@ def gate_message(blocking: list[Finding], reported: list[Finding]) -> str:
     return "\n".join(lines)
 
 
-def write_anomalies(artifact: types.Artifact, split: str, anomalies: anomalies_pb2.Anomalies) -> None:
+def write_anomalies(
+    artifact: types.Artifact, split: str, anomalies: anomalies_pb2.Anomalies
+) -> None:
     directory = artifact_utils.get_split_uri([artifact], split)
-    io_utils.write_bytes_file(os.path.join(directory, ANOMALIES_FILE), anomalies.SerializeToString())
+    io_utils.write_bytes_file(
+        os.path.join(directory, ANOMALIES_FILE), anomalies.SerializeToString()
+    )

@@ -1,7 +1,6 @@
 """Custom TFX components of the validation stage (Python-function components, so they compile for
 Kubeflow like any other step: the image runs them by import path)."""
 
-
 import os
 
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -44,9 +43,17 @@ def ValidationGate(
     block_on_drift: Parameter[bool] = False,
 ) -> None:
     """Stops the run (raises) when the data has anomalies; drift blocks only if configured."""
-    found = [f for s in V.split_names(schema_anomalies) for f in V.findings(V.load_split_anomalies(schema_anomalies, s), s)]
+    found = [
+        f
+        for s in V.split_names(schema_anomalies)
+        for f in V.findings(V.load_split_anomalies(schema_anomalies, s), s)
+    ]
     if drift_anomalies is not None:
-        found += [f for s in V.split_names(drift_anomalies) for f in V.findings(V.load_split_anomalies(drift_anomalies, s), s)]
+        found += [
+            f
+            for s in V.split_names(drift_anomalies)
+            for f in V.findings(V.load_split_anomalies(drift_anomalies, s), s)
+        ]
     blocking = [f for f in found if block_on_drift or not f.is_drift]
     reported = [f for f in found if f not in blocking]
     for finding in reported:

@@ -6,14 +6,23 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from pipelines.config import ConfigError, load_config
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set training.train_steps=500")
+    parser.add_argument(
+        "--config", default="local", help="conf/<name>.yaml or a path (default: local)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.train_steps=500",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
+    warnings.filterwarnings("ignore", category=FutureWarning)
     from components.validation import DataValidationError
     from pipelines.local_runner import run_local
     from pipelines.spans import SpanError
     from pipelines.summary import render, summarize
 
     started = time.perf_counter()
-    print(f"shop-pipeline: running {config.name} locally; outputs under {config.output_root}/", flush=True)
+    print(
+        f"shop-pipeline: running {config.name} locally; outputs under {config.output_root}/",
+        flush=True,
+    )
     try:
         summary, seconds = run_local(config, verbose=args.verbose)
     except SpanError as err:

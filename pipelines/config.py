@@ -87,7 +87,9 @@ class EvaluationConfig(_Section):
     """TFMA thresholds that bless a model."""
 
     min_auc: float = Field(0.70, ge=0, le=1)
-    max_auc_drop: float = Field(0.01, ge=0, description="allowed AUC loss vs the latest blessed model")
+    max_auc_drop: float = Field(
+        0.01, ge=0, description="allowed AUC loss vs the latest blessed model"
+    )
     compare_with_blessed_baseline: bool = True
     slice_features: list[str] = Field(default_factory=lambda: ["device"])
 
@@ -159,18 +161,23 @@ def load_config(
     if not path.suffix:
         path = CONF_DIR / f"{env_or_path}.yaml"
     if not path.exists():
-        raise ConfigError(f"config file {path} not found (available: {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))})")
+        raise ConfigError(
+            f"config file {path} not found (available: {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))})"
+        )
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    items = (
+        overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    )
     for key, value in items:
         _set_dotted(tree, key, value)
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
         )
         raise ConfigError(f"{path}: {problems}") from err

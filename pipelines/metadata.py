@@ -40,16 +40,25 @@ def latest_run(store: mlmd.MetadataStore, pipeline_name: str) -> dict[str, NodeR
     node_contexts = {c.id: c.name for c in store.get_contexts_by_type("node")}
     for execution in sorted(executions, key=lambda e: e.id):
         node_name = next(
-            (node_contexts[c.id] for c in store.get_contexts_by_execution(execution.id) if c.id in node_contexts),
+            (
+                node_contexts[c.id]
+                for c in store.get_contexts_by_execution(execution.id)
+                if c.id in node_contexts
+            ),
             None,
         )
         if node_name is None:
             continue
-        node_id = node_name.split(".", 1)[1] if node_name.startswith(pipeline_name + ".") else node_name
+        node_id = (
+            node_name.split(".", 1)[1] if node_name.startswith(pipeline_name + ".") else node_name
+        )
         state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
         node = NodeRun(node_id=node_id, state=state)
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        events = [
+            e
+            for e in store.get_events_by_execution_ids([execution.id])
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        ]
         artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
         for event in events:
             key = event.path.steps[0].key if event.path.steps else "output"

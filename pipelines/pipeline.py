@@ -20,7 +20,9 @@ PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 
 
-def _example_gen(config: PipelineConfig, span: int, component_id: str) -> tfx.components.CsvExampleGen:
+def _example_gen(
+    config: PipelineConfig, span: int, component_id: str
+) -> tfx.components.CsvExampleGen:
     data = config.data
     return tfx.components.CsvExampleGen(
         input_base=_absolute(data.root),
@@ -150,7 +152,9 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=_absolute(config.serving_dir))
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=_absolute(config.serving_dir)
+            )
         ),
         custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor),
     )

@@ -52,7 +52,7 @@ class StageProgress(logging.Handler):
 
 @contextmanager
 def stage_progress(verbose: bool = False) -> Iterator[StageProgress]:
-    """Routes absl INFO records to StageProgress; the rest of TFX's log shows only if verbose."""
+    """Routes absl INFO records to StageProgress; the rest of TFX's log (warnings included) shows only if verbose."""
     from absl import logging as absl_logging
 
     handler = StageProgress()
@@ -66,12 +66,12 @@ def stage_progress(verbose: bool = False) -> Iterator[StageProgress]:
     absl_logging.set_verbosity(absl_logging.INFO)
     if not verbose:
         for other in quieted:
-            other.setLevel(logging.WARNING)
+            other.setLevel(logging.ERROR)
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
         absl_logging.set_verbosity(previous_verbosity)
-        for other, level in zip(quieted, previous_handler_levels):
+        for other, level in zip(quieted, previous_handler_levels, strict=True):
             other.setLevel(level)

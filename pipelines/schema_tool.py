@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = open(args.out).read() if os.path.exists(args.out) else ""
         if current != text:
-            print(f"{args.out} differs from pipelines/schema_tool.py: run `make schema`", file=sys.stderr)
+            print(
+                f"{args.out} differs from pipelines/schema_tool.py: run `make schema`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     with open(args.out, "w") as handle:

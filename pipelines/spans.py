@@ -26,10 +26,14 @@ def available_spans(data: DataConfig) -> list[int]:
     spans = []
     pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix.split("/")[0]) + "$")
     if not tf.io.gfile.isdir(data.root):
-        raise SpanError(f"data root {data.root} does not exist: generate data with `shop-sim --out {data.root}`")
+        raise SpanError(
+            f"data root {data.root} does not exist: generate data with `shop-sim --out {data.root}`"
+        )
     for entry in tf.io.gfile.listdir(data.root):
         match = pattern.match(entry.rstrip("/"))
-        if match and tf.io.gfile.glob(f"{data.root}/{data.file_pattern.replace('{SPAN}', match.group(1))}"):
+        if match and tf.io.gfile.glob(
+            f"{data.root}/{data.file_pattern.replace('{SPAN}', match.group(1))}"
+        ):
             spans.append(int(match.group(1)))
     return sorted(spans)
 

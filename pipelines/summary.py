@@ -18,9 +18,17 @@ from simulator.truth import bayes_auc
 
 # Columns the ground truth reads, with their tf.Example types.
 _TRUTH_COLUMNS = {
-    "user_category_affinity": "float", "price": "float", "user_avg_price": "float", "rating": "float",
-    "days_since_last_visit": "int", "position": "int", "on_sale": "int", "hour": "int",
-    "device": "bytes", "referrer": "bytes", catalog.LABEL: "int",
+    "user_category_affinity": "float",
+    "price": "float",
+    "user_avg_price": "float",
+    "rating": "float",
+    "days_since_last_visit": "int",
+    "position": "int",
+    "on_sale": "int",
+    "hour": "int",
+    "device": "bytes",
+    "referrer": "bytes",
+    catalog.LABEL: "int",
 }
 
 
@@ -59,8 +67,10 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"no files for split {split!r} under {examples_uri}")
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
-        lambda batch: tf.io.parse_example(batch, spec)
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(4096)
+        .map(lambda batch: tf.io.parse_example(batch, spec))
     )
     columns: dict[str, list[np.ndarray]] = {name: [] for name in spec}
     for batch in dataset:
@@ -110,7 +120,9 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     if (trainer := nodes.get("Trainer")) and trainer.outputs.get("model"):
         summary.model_uri = trainer.outputs["model"][-1].uri
     if (evaluator := nodes.get("Evaluator")) and evaluator.state in ("COMPLETE", "CACHED"):
-        summary.metrics, summary.metrics_by_slice = _tfma_metrics(evaluator.outputs["evaluation"][-1].uri)
+        summary.metrics, summary.metrics_by_slice = _tfma_metrics(
+            evaluator.outputs["evaluation"][-1].uri
+        )
         summary.blessed = bool(custom_property(evaluator.outputs["blessing"][-1], "blessed"))
     if (pusher := nodes.get("Pusher")) and pusher.state in ("COMPLETE", "CACHED"):
         pushed = pusher.outputs["pushed_model"][-1]
@@ -125,7 +137,10 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
 
 
 def render(summary: RunSummary, seconds: float | None = None, max_gap: float = 0.02) -> str:
-    lines = [f"Pipeline {summary.pipeline}: span {summary.span}" + (f", {seconds:.0f}s" if seconds else "")]
+    lines = [
+        f"Pipeline {summary.pipeline}: span {summary.span}"
+        + (f", {seconds:.0f}s" if seconds else "")
+    ]
     lines.append("  stages: " + ", ".join(f"{k} {v.lower()}" for k, v in summary.stages.items()))
     if summary.error:
         lines.append("  STOPPED: " + summary.error.replace("\n", "\n  "))
@@ -141,8 +156,10 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = 0
             f"(mean prediction / mean label) {m.get('calibration', float('nan')):.3f}"
         )
         for name, values in sorted(summary.metrics_by_slice.items()):
-            lines.append(f"    {name}: AUC {values.get('auc', float('nan')):.4f}, "
-                         f"n={values.get('example_count', 0):.0f}")
+            lines.append(
+                f"    {name}: AUC {values.get('auc', float('nan')):.4f}, "
+                f"n={values.get('example_count', 0):.0f}"
+            )
     if summary.blessed is not None:
         lines.append(f"  blessed: {'yes' if summary.blessed else 'NO (thresholds not met)'}")
     if summary.pushed:

@@ -5,6 +5,6 @@ user; `purchased` is drawn from a hidden logistic model of the observed columns,
 AUC (the best any model can reach on that data) is known for every span.
 """
 
-from simulator.generate import SpanReport, SimulationOptions, generate_span, write_dataset
+from simulator.generate import SimulationOptions, SpanReport, generate_span, write_dataset
 
 __all__ = ["SimulationOptions", "SpanReport", "generate_span", "write_dataset"]

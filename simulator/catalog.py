@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 CATEGORIES: tuple[str, ...] = (
-    "electronics", "books", "fashion", "home", "garden", "toys",
-    "sports", "beauty", "grocery", "music", "pets", "automotive",
+    "electronics",
+    "books",
+    "fashion",
+    "home",
+    "garden",
+    "toys",
+    "sports",
+    "beauty",
+    "grocery",
+    "music",
+    "pets",
+    "automotive",
 )
 BRANDS_PER_CATEGORY = 5
 BRANDS: tuple[str, ...] = tuple(

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from simulator.generate import SimulationOptions, SpanReport, write_dataset
+from simulator.generate import CHUNK_ROWS, SimulationOptions, SpanReport, write_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -14,13 +14,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="data/shop", help="dataset root; spans go to OUT/span-N/")
     parser.add_argument("--rows", type=int, default=100_000, help="impressions per span")
     parser.add_argument("--spans", type=int, default=2, help="write span-1 .. span-N")
-    parser.add_argument("--only-span", type=int, action="append", help="write just this span (repeatable)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--drift", type=float, default=0.0, help="0..1: traffic and concept drift strength")
-    parser.add_argument("--drift-from-span", type=int, default=2, help="first span that drifts")
-    parser.add_argument("--corrupt-fraction", type=float, default=0.0, help="share of rows to break")
     parser.add_argument(
-        "--corrupt-span", type=int, action="append", help="span(s) to corrupt (default: the last one)"
+        "--only-span", type=int, action="append", help="write just this span (repeatable)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--drift", type=float, default=0.0, help="0..1: traffic and concept drift strength"
+    )
+    parser.add_argument("--drift-from-span", type=int, default=2, help="first span that drifts")
+    parser.add_argument(
+        "--corrupt-fraction", type=float, default=0.0, help="share of rows to break"
+    )
+    parser.add_argument(
+        "--corrupt-span",
+        type=int,
+        action="append",
+        help="span(s) to corrupt (default: the last one)",
     )
     return parser.parse_args(argv)
 
@@ -41,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shop-sim: {err}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    print(f"shop-sim: {options.rows_per_span:,} rows/span, seed {options.seed} -> {args.out}", flush=True)
+    print(
+        f"shop-sim: {options.rows_per_span:,} rows/span, seed {options.seed} -> {args.out}",
+        flush=True,
+    )
 
     def report(r: SpanReport) -> None:
         print(
@@ -51,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    write_dataset(options, args.out, progress=report, only_spans=args.only_span)
+    def chunk(span: int, done: int, total: int) -> None:
+        if total > CHUNK_ROWS:  # only large spans take long enough to need it
+            print(
+                f"  span-{span}: {done:,}/{total:,} rows [{time.perf_counter() - started:.1f}s]",
+                flush=True,
+            )
+
+    write_dataset(options, args.out, progress=report, only_spans=args.only_span, on_chunk=chunk)
     print(f"shop-sim: done in {time.perf_counter() - started:.1f}s", flush=True)
     return 0
 

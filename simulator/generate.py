@@ -97,14 +97,17 @@ def build_shop(options: SimulationOptions) -> Shop:
     product_category = rng.integers(0, n_categories, size=n_products)
     brand_in_category = rng.integers(0, catalog.BRANDS_PER_CATEGORY, size=n_products)
     return Shop(
-        user_country=rng.choice(len(catalog.COUNTRIES), size=n_users, p=country_weights / country_weights.sum()),
+        user_country=rng.choice(
+            len(catalog.COUNTRIES), size=n_users, p=country_weights / country_weights.sum()
+        ),
         user_device_pref=device_pref,
         user_affinity=rng.dirichlet(np.full(n_categories, 0.35), size=n_users),
         user_avg_price=np.round(np.exp(rng.normal(3.4, 0.5, size=n_users)), 2),
         user_activity=rng.pareto(1.5, size=n_users) + 1.0,
         product_category=product_category,
         product_brand=product_category * catalog.BRANDS_PER_CATEGORY + brand_in_category,
-        product_price=category_base_price[product_category] * np.exp(rng.normal(0.0, 0.45, size=n_products)),
+        product_price=category_base_price[product_category]
+        * np.exp(rng.normal(0.0, 0.45, size=n_products)),
         product_rating=np.clip(rng.normal(3.9, 0.6, size=n_products), 1.0, 5.0),
         product_popularity=rng.pareto(1.2, size=n_products) + 1.0,
     )
@@ -122,18 +125,26 @@ def truth_for(drift: float) -> TruthParams:
     )
 
 
-def _impressions(shop: Shop, rows: int, drift: float, rng: np.random.Generator, start: int, span: int) -> pd.DataFrame:
+def _impressions(
+    shop: Shop, rows: int, drift: float, rng: np.random.Generator, start: int, span: int
+) -> pd.DataFrame:
     """Samples `rows` impressions; drift shifts traffic to mobile, social/ads and higher prices."""
-    users = rng.choice(len(shop.user_activity), size=rows, p=shop.user_activity / shop.user_activity.sum())
+    users = rng.choice(
+        len(shop.user_activity), size=rows, p=shop.user_activity / shop.user_activity.sum()
+    )
     products = rng.choice(
-        len(shop.product_popularity), size=rows, p=shop.product_popularity / shop.product_popularity.sum()
+        len(shop.product_popularity),
+        size=rows,
+        p=shop.product_popularity / shop.product_popularity.sum(),
     )
     device_pref = shop.user_device_pref[users]
     device_pref = device_pref + drift * np.array([1.5, -0.4, -0.2])
     device_pref = np.clip(device_pref, 1e-3, None)
     device_pref /= device_pref.sum(axis=1, keepdims=True)
     device = (rng.random(rows)[:, None] > np.cumsum(device_pref, axis=1)).sum(axis=1)
-    referrer_p = np.array([0.30, 0.30, 0.12, 0.14, 0.14]) + drift * np.array([-0.15, -0.1, -0.05, 0.2, 0.1])
+    referrer_p = np.array([0.30, 0.30, 0.12, 0.14, 0.14]) + drift * np.array(
+        [-0.15, -0.1, -0.05, 0.2, 0.1]
+    )
     referrer = rng.choice(len(catalog.REFERRERS), size=rows, p=referrer_p / referrer_p.sum())
     hour_weights = 1.0 + np.sin((np.arange(24) - 8) / 24 * 2 * np.pi) + 0.3
     hour = rng.choice(24, size=rows, p=hour_weights / hour_weights.sum())
@@ -170,7 +181,9 @@ def _impressions(shop: Shop, rows: int, drift: float, rng: np.random.Generator, 
 CORRUPTIONS = ("missing", "out_of_domain", "wrong_type")
 
 
-def corrupt(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+def corrupt(
+    frame: pd.DataFrame, fraction: float, rng: np.random.Generator
+) -> tuple[pd.DataFrame, int]:
     """Breaks `fraction` of rows the way real exports break: blanks, unknown values, text in numbers."""
     n_bad = int(round(fraction * len(frame)))
     if n_bad == 0:
@@ -178,12 +191,17 @@ def corrupt(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> t
     frame = frame.astype(object)
     bad_rows = rng.choice(len(frame), size=n_bad, replace=False)
     kinds = np.arange(n_bad) % len(CORRUPTIONS)  # every kind appears once there are 3 bad rows
-    for row, kind in zip(bad_rows, kinds):
+    for row, kind in zip(bad_rows, kinds, strict=True):
         name = CORRUPTIONS[kind]
         if name == "missing":
-            frame.iat[row, frame.columns.get_loc(rng.choice(["price", "device", "user_category_affinity"]))] = ""
+            frame.iat[
+                row,
+                frame.columns.get_loc(rng.choice(["price", "device", "user_category_affinity"])),
+            ] = ""
         elif name == "out_of_domain":
-            column, value = [("device", "smart_fridge"), ("hour", 27), ("rating", 9.5)][rng.integers(3)]
+            column, value = [("device", "smart_fridge"), ("hour", 27), ("rating", 9.5)][
+                rng.integers(3)
+            ]
             frame.iat[row, frame.columns.get_loc(column)] = value
         else:
             frame.iat[row, frame.columns.get_loc("price")] = "twelve"
@@ -191,7 +209,10 @@ def corrupt(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> t
 
 
 def generate_span(
-    options: SimulationOptions, span: int, shop: Shop | None = None
+    options: SimulationOptions,
+    span: int,
+    shop: Shop | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, SpanReport]:
     """One span's rows (labels included) and its report; deterministic in (seed, span)."""
     shop = shop or build_shop(options)
@@ -205,6 +226,8 @@ def generate_span(
         probability = purchase_probability(chunk, truth)
         chunk[catalog.LABEL] = (rng.random(rows) < probability).astype(np.int64)
         chunks.append(chunk)
+        if on_chunk:
+            on_chunk(start + rows, options.rows_per_span)
     frame = pd.concat(chunks, ignore_index=True)
     auc = bayes_auc(frame, frame[catalog.LABEL].to_numpy(), truth)
     frame, n_bad = corrupt(frame, options.corrupt_for(span), rng)
@@ -226,6 +249,7 @@ def write_dataset(
     root: str | Path,
     progress: Callable[[SpanReport], None] | None = None,
     only_spans: list[int] | None = None,
+    on_chunk: Callable[[int, int, int], None] | None = None,
 ) -> list[SpanReport]:
     """Writes span-1..span-N (or `only_spans`) under `root` and a manifest with each span's truth.
 
@@ -237,7 +261,10 @@ def write_dataset(
     shop = build_shop(options)
     reports = []
     for span in only_spans or range(1, options.spans + 1):
-        frame, report = generate_span(options, span, shop)
+        chunk_progress = (
+            (lambda done, total, s=span: on_chunk(s, done, total)) if on_chunk else None
+        )
+        frame, report = generate_span(options, span, shop, chunk_progress)
         span_dir = root / f"span-{span}"
         span_dir.mkdir(exist_ok=True)
         target = span_dir / "impressions.csv"
@@ -248,7 +275,9 @@ def write_dataset(
         reports.append(report)
         if progress:
             progress(report)
-    manifest = json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"spans": {}}
+    manifest = (
+        json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"spans": {}}
+    )
     options_record = {**options.__dict__, "corrupt_spans": list(options.corrupt_spans)}
     for report in reports:
         manifest["spans"][str(report.span)] = {**report.__dict__, "options": options_record}
@@ -269,5 +298,7 @@ def read_manifest(root: str | Path) -> dict:
 def truth_of_span(root: str | Path, span: int) -> TruthParams:
     spans = read_manifest(root)["spans"]
     if str(span) not in spans:
-        raise KeyError(f"span {span} is not in {Path(root) / MANIFEST} (has {sorted(spans, key=int)})")
+        raise KeyError(
+            f"span {span} is not in {Path(root) / MANIFEST} (has {sorted(spans, key=int)})"
+        )
     return TruthParams.from_dict(spans[str(span)]["truth"])

@@ -57,7 +57,14 @@ def first_run(workspace):
 def test_first_run_blesses_and_pushes_a_model_near_the_bayes_ceiling(first_run, workspace):
     assert first_run.span == 2
     assert set(first_run.stages.values()) == {"COMPLETE"}, first_run.stages
-    assert {"DriftValidator", "ValidationGate", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first_run.stages)
+    assert {
+        "DriftValidator",
+        "ValidationGate",
+        "Transform",
+        "Trainer",
+        "Evaluator",
+        "Pusher",
+    } <= set(first_run.stages)
     assert first_run.blessed and first_run.pushed
     assert os.path.exists(os.path.join(first_run.pushed_destination, "saved_model.pb"))
     # ~800 eval rows: a loose bound here; the default dataset's figure is in README.
@@ -121,19 +128,38 @@ def test_drift_blocks_when_configured(workspace, capsys):
 
 def test_corrupt_span_stops_at_the_gate_and_keeps_the_pushed_model(workspace, capsys):
     write_dataset(
-        SimulationOptions(rows_per_span=ROWS, spans=4, seed=SEED, corrupt_fraction=0.01, corrupt_spans=(4,)),
+        SimulationOptions(
+            rows_per_span=ROWS, spans=4, seed=SEED, corrupt_fraction=0.01, corrupt_spans=(4,)
+        ),
         workspace / "data",
         only_spans=[4],
     )
     config = config_for(workspace)
-    before = {v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb")) for v in serving_versions(config)}
+    before = {
+        v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb"))
+        for v in serving_versions(config)
+    }
     assert before
-    exit_code = pipeline_cli(["run", "--set", f"data.root={config.data.root}", "--set", f"output_root={config.output_root}",
-                              "--set", "training.train_steps=300", "--set", "evaluation.min_auc=0.6"])
+    exit_code = pipeline_cli(
+        [
+            "run",
+            "--set",
+            f"data.root={config.data.root}",
+            "--set",
+            f"output_root={config.output_root}",
+            "--set",
+            "training.train_steps=300",
+            "--set",
+            "evaluation.min_auc=0.6",
+        ]
+    )
     out = capsys.readouterr().out
     assert exit_code == 1
     assert "Data validation gate" in out and "price" in out and "device" in out, out
-    after = {v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb")) for v in serving_versions(config)}
+    after = {
+        v: os.path.getmtime(os.path.join(config.serving_dir, v, "saved_model.pb"))
+        for v in serving_versions(config)
+    }
     assert after == before
     nodes = latest_run(open_store(config.metadata_path), config.name)
     assert nodes["ValidationGate"].state == "FAILED"

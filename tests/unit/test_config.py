@@ -4,7 +4,10 @@ from pipelines.config import ConfigError, PipelineConfig, load_config
 
 
 def test_local_config_loads_and_overrides_are_typed():
-    config = load_config("local", ["training.train_steps=12", "training.hidden_units=[8, 4]", "beam.direct_num_workers=2"])
+    config = load_config(
+        "local",
+        ["training.train_steps=12", "training.hidden_units=[8, 4]", "beam.direct_num_workers=2"],
+    )
     assert isinstance(config, PipelineConfig)
     assert config.training.train_steps == 12 and config.training.hidden_units == [8, 4]
     assert "--direct_num_workers=2" in config.beam.pipeline_args()

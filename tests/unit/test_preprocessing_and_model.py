@@ -35,9 +35,10 @@ def transformed(frame, tmp_path_factory):
     metadata = schema_utils.schema_as_feature_spec(load_schema())
     raw_metadata = tft.DatasetMetadata.from_feature_spec(metadata.feature_spec)
     with tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=False):
-        (data, _), transform_fn = (_instances(frame), raw_metadata) | tft_beam.AnalyzeAndTransformDataset(
-            preprocessing_fn, output_record_batches=False
-        )
+        (data, _), transform_fn = (
+            _instances(frame),
+            raw_metadata,
+        ) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False)
         _ = transform_fn | tft_beam.WriteTransformFn(str(out))
     metadata_io.write_metadata(raw_metadata, str(out / tft.TFTransformOutput.RAW_METADATA_DIR))
     return data, tft.TFTransformOutput(str(out))
@@ -58,7 +59,10 @@ def test_transformed_features_are_in_range(transformed):
 
 
 def _dataset(data, batch, repeat):
-    features = {name: np.array([row[name] for row in data]) for name in F.CATEGORICAL_OUTPUTS + F.NUMERIC_OUTPUTS}
+    features = {
+        name: np.array([row[name] for row in data])
+        for name in F.CATEGORICAL_OUTPUTS + F.NUMERIC_OUTPUTS
+    }
     labels = np.array([row[F.LABEL] for row in data])
     dataset = tf.data.Dataset.from_tensor_slices((features, labels))
     return (dataset.shuffle(2000, seed=1).repeat() if repeat else dataset).batch(batch)
@@ -67,9 +71,12 @@ def _dataset(data, batch, repeat):
 @pytest.fixture(scope="module")
 def trained(transformed):
     data, output = transformed
-    hparams = HParams(train_steps=60, eval_steps=5, batch_size=64, hidden_units=(16,), embedding_dim=4)
+    hparams = HParams(
+        train_steps=60, eval_steps=5, batch_size=64, hidden_units=(16,), embedding_dim=4
+    )
     train_data = TrainData(
-        train=_dataset(data, 64, True), eval=_dataset(data, 64, False),
+        train=_dataset(data, 64, True),
+        eval=_dataset(data, 64, False),
         categorical_sizes=categorical_sizes(output, DEFAULT_PARAMS),
     )
     return train(hparams, train_data, verbose=0), output
@@ -96,7 +103,9 @@ def test_signatures_score_raw_json_and_serialized_examples_the_same(trained, fra
     assert {"serving_default", RAW_SIGNATURE} <= set(loaded.signatures)
     rows = frame.head(8)
     # JSON-friendly path: what a REST client sends (json round trip: plain lists).
-    payload = json.loads(json.dumps(rows.drop(columns=["purchased", "impression_id"]).to_dict(orient="list")))
+    payload = json.loads(
+        json.dumps(rows.drop(columns=["purchased", "impression_id"]).to_dict(orient="list"))
+    )
     raw_spec = loaded.signatures[RAW_SIGNATURE].structured_input_signature[1]
     raw = {k: tf.constant(v, dtype=raw_spec[k].dtype) for k, v in payload.items()}
     raw_scores = loaded.signatures[RAW_SIGNATURE](**raw)[OUTPUT_KEY].numpy()
@@ -106,13 +115,19 @@ def test_signatures_score_raw_json_and_serialized_examples_the_same(trained, fra
         feature = {}
         for key, value in row.items():
             if isinstance(value, str):
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+                feature[key] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[value.encode()])
+                )
             elif isinstance(value, (int, np.integer)):
                 feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
             else:
                 feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-        serialized.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    example_scores = loaded.signatures["serving_default"](examples=tf.constant(serialized))[OUTPUT_KEY].numpy()
+        serialized.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
+    example_scores = loaded.signatures["serving_default"](examples=tf.constant(serialized))[
+        OUTPUT_KEY
+    ].numpy()
     assert raw_scores.shape == (8,)
     assert np.all((raw_scores > 0) & (raw_scores < 1))
     np.testing.assert_allclose(raw_scores, example_scores, rtol=1e-5)

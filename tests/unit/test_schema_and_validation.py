@@ -11,14 +11,18 @@ from simulator.generate import SimulationOptions, build_shop, generate_span
 
 
 def test_checked_in_schema_is_what_the_tool_builds():
-    assert SCHEMA_PATH.read_text() == render(build_schema()), "run `make schema` and review the diff"
+    assert SCHEMA_PATH.read_text() == render(build_schema()), (
+        "run `make schema` and review the diff"
+    )
 
 
 def test_schema_covers_every_column_with_the_catalogue_domains():
     schema = load_schema()
     assert [f.name for f in schema.feature] == list(catalog.COLUMNS)
     domains = {d.name: list(d.value) for d in schema.string_domain}
-    assert domains["device"] == list(catalog.DEVICES) and domains["country"] == list(catalog.COUNTRIES)
+    assert domains["device"] == list(catalog.DEVICES) and domains["country"] == list(
+        catalog.COUNTRIES
+    )
     label = next(f for f in schema.feature if f.name == catalog.LABEL)
     assert "SERVING" in label.not_in_environment
 
@@ -29,7 +33,14 @@ def _stats(frame):
 
 @pytest.fixture(scope="module")
 def spans():
-    options = SimulationOptions(rows_per_span=3000, spans=3, drift=0.6, drift_from_span=3, corrupt_fraction=0.01, corrupt_spans=(4,))
+    options = SimulationOptions(
+        rows_per_span=3000,
+        spans=3,
+        drift=0.6,
+        drift_from_span=3,
+        corrupt_fraction=0.01,
+        corrupt_spans=(4,),
+    )
     shop = build_shop(options)
     return {span: generate_span(options, span, shop)[0] for span in (1, 2, 3, 4)}
 

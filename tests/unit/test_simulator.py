@@ -6,7 +6,13 @@ import pytest
 
 from simulator import catalog
 from simulator.cli import main as sim_main
-from simulator.generate import SimulationOptions, build_shop, generate_span, read_manifest, write_dataset
+from simulator.generate import (
+    SimulationOptions,
+    build_shop,
+    generate_span,
+    read_manifest,
+    write_dataset,
+)
 from simulator.truth import TruthParams, bayes_auc, purchase_probability
 
 
@@ -70,7 +76,11 @@ def test_corrupt_rows_break_the_export_in_every_way():
     as_text = frame.astype(str)
     assert (as_text == "").any(axis=None)  # missing fields
     assert (as_text["price"] == "twelve").any()  # wrong type
-    out_of_domain = (as_text["device"] == "smart_fridge") | (as_text["hour"] == "27") | (as_text["rating"] == "9.5")
+    out_of_domain = (
+        (as_text["device"] == "smart_fridge")
+        | (as_text["hour"] == "27")
+        | (as_text["rating"] == "9.5")
+    )
     assert out_of_domain.any()
 
 
@@ -79,7 +89,11 @@ def test_write_dataset_spans_manifest_and_single_span_append(tmp_path):
     assert [r.span for r in reports] == [1, 2]
     assert (tmp_path / "span-1" / "impressions.csv").exists()
     assert not list(tmp_path.rglob("*.partial"))
-    write_dataset(SimulationOptions(rows_per_span=500, spans=3, drift=0.5, drift_from_span=3), tmp_path, only_spans=[3])
+    write_dataset(
+        SimulationOptions(rows_per_span=500, spans=3, drift=0.5, drift_from_span=3),
+        tmp_path,
+        only_spans=[3],
+    )
     manifest = read_manifest(tmp_path)
     assert sorted(manifest["spans"]) == ["1", "2", "3"]
     assert manifest["spans"]["3"]["drift"] == 0.5 and manifest["spans"]["1"]["drift"] == 0.0
@@ -88,7 +102,11 @@ def test_write_dataset_spans_manifest_and_single_span_append(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"rows_per_span": 5}, "rows_per_span"), ({"drift": 2.0}, "drift"), ({"corrupt_fraction": 0.9}, "corrupt_fraction")],
+    [
+        ({"rows_per_span": 5}, "rows_per_span"),
+        ({"drift": 2.0}, "drift"),
+        ({"corrupt_fraction": 0.9}, "corrupt_fraction"),
+    ],
 )
 def test_bad_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -29,21 +29,29 @@ def _anomalies(feature, kind, text):
 
 
 def test_clean_data_passes(tmp_path):
-    clean = _artifact(tmp_path, "schema", {"train": anomalies_pb2.Anomalies(), "eval": anomalies_pb2.Anomalies()})
+    clean = _artifact(
+        tmp_path, "schema", {"train": anomalies_pb2.Anomalies(), "eval": anomalies_pb2.Anomalies()}
+    )
     ValidationGate.test_call(schema_anomalies=clean, drift_anomalies=None, block_on_drift=True)
 
 
 def test_schema_anomaly_stops_the_run_and_names_the_feature(tmp_path):
     bad = _artifact(
-        tmp_path, "schema", {"train": _anomalies("price", "UNEXPECTED_DATA_TYPE", "Expected FLOAT, got BYTES")}
+        tmp_path,
+        "schema",
+        {"train": _anomalies("price", "UNEXPECTED_DATA_TYPE", "Expected FLOAT, got BYTES")},
     )
-    with pytest.raises(V.DataValidationError, match=r"feature\(s\) price.*\n.*UNEXPECTED_DATA_TYPE"):
+    with pytest.raises(
+        V.DataValidationError, match=r"feature\(s\) price.*\n.*UNEXPECTED_DATA_TYPE"
+    ):
         ValidationGate.test_call(schema_anomalies=bad, drift_anomalies=None, block_on_drift=False)
 
 
 def test_drift_is_reported_and_blocks_only_when_configured(tmp_path, capsys):
     clean = _artifact(tmp_path, "schema", {"train": anomalies_pb2.Anomalies()})
-    drift = _artifact(tmp_path, "drift", {"train": _anomalies("device", "COMPARATOR_L_INFTY_HIGH", "Linfty 0.34")})
+    drift = _artifact(
+        tmp_path, "drift", {"train": _anomalies("device", "COMPARATOR_L_INFTY_HIGH", "Linfty 0.34")}
+    )
     ValidationGate.test_call(schema_anomalies=clean, drift_anomalies=drift, block_on_drift=False)
     assert "drift reported, not blocking" in capsys.readouterr().out
     with pytest.raises(V.DataValidationError, match="device"):
