@@ -46,6 +46,15 @@ NUMERIC_DRIFT = {"price": 0.05, "user_category_affinity": 0.05, "days_since_last
 SERVING_EXCLUDED = (catalog.LABEL, "impression_id")
 
 
+def _set_range(domain, bounds: tuple) -> None:
+    """Sets min/max on an int_domain or float_domain; None leaves that side open."""
+    low, high = bounds
+    if low is not None:
+        domain.min = low
+    if high is not None:
+        domain.max = high
+
+
 def build_schema() -> schema_pb2.Schema:
     schema = schema_pb2.Schema()
     schema.default_environment.extend(["TRAINING", "SERVING"])
@@ -63,18 +72,10 @@ def build_schema() -> schema_pb2.Schema:
                 feature.domain = column
         elif column in FLOATS:
             feature.type = schema_pb2.FLOAT
-            low, high = FLOATS[column]
-            if low is not None:
-                feature.float_domain.min = low
-            if high is not None:
-                feature.float_domain.max = high
+            _set_range(feature.float_domain, FLOATS[column])
         elif column in INTS:
             feature.type = schema_pb2.INT
-            low, high = INTS[column]
-            if low is not None:
-                feature.int_domain.min = low
-            if high is not None:
-                feature.int_domain.max = high
+            _set_range(feature.int_domain, INTS[column])
         else:
             raise ValueError(f"column {column!r} of the shop's export has no schema rule")
         if column in CATEGORICAL_DRIFT:
