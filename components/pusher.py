@@ -14,7 +14,9 @@ from typing import Any
 
 from absl import logging
 from tfx import types
+from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
@@ -63,3 +65,9 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         version = newest_version(base)
         if version:
             io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
+
+
+class IdempotentPusher(pusher_component.Pusher):
+    """TFX's Pusher with the executor above (same inputs, outputs and push_destination)."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(IdempotentPusherExecutor)

@@ -6,10 +6,9 @@ import os
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 from tfx.proto import range_config_pb2
 
-from components.pusher import IdempotentPusherExecutor
+from components.pusher import IdempotentPusher
 from components.validation_components import DriftValidator, ValidationGate
 from pipelines.config import SCHEMA_PATH, PipelineConfig
 from pipelines.spans import SpanSelection, select_spans
@@ -148,7 +147,7 @@ def create_pipeline(
         eval_config=eval_config(config),
         **evaluator_inputs,
     )
-    pusher = tfx.components.Pusher(
+    pusher = IdempotentPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -156,8 +155,7 @@ def create_pipeline(
                 base_directory=_absolute(config.serving_dir)
             )
         ),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor),
-    )
+    ).with_id("Pusher")
     components += [gate, transform, trainer, evaluator, pusher]
 
     return tfx.dsl.Pipeline(
