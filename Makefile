@@ -22,13 +22,14 @@ SPANS ?= 2
 SEED ?= 42
 RUN_ARGS ?=
 
-.PHONY: help env lock run data pipeline test test-unit test-e2e lint format schema clean
+.PHONY: help env lock run data test test-unit test-e2e test-notebooks docs lab lint format schema clean
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
 	@echo "make test   - set up if needed, run the whole test suite"
 	@echo "make env    - create $(VENV) from requirements.lock"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
+	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
 	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -38,6 +39,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(UV) pip sync -p $(PY) requirements.lock
 	$(UV) pip install -p $(PY) --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name shop-ranking --display-name "Python (shop-ranking)" \
+	  --env TF_USE_LEGACY_KERAS 1
 	@touch $@
 
 env: $(VENV)/.installed
@@ -62,6 +65,17 @@ test-unit: $(VENV)/.installed
 
 test-e2e: $(VENV)/.installed
 	$(PY) -m pytest -m e2e
+
+test-notebooks: $(VENV)/.installed
+	$(PY) -m pytest -m notebooks
+
+# Executes every notebook with its own defaults (full data) and renders HTML to outputs/docs/html.
+docs: $(VENV)/.installed
+	$(PY) -m pipelines.docs
+
+# JupyterLab on the project's kernel ("Python (shop-ranking)"), notebooks/ ready.
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/01_data.ipynb
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -90,6 +90,9 @@ class EvaluationConfig(_Section):
     max_auc_drop: float = Field(
         0.01, ge=0, description="allowed AUC loss vs the latest blessed model"
     )
+    min_slice_auc: float | None = Field(
+        0.70, ge=0, le=1, description="bar for every slice (e.g. each device); None = overall only"
+    )
     compare_with_blessed_baseline: bool = True
     slice_features: list[str] = Field(default_factory=lambda: ["device"])
 

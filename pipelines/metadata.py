@@ -14,6 +14,7 @@ class NodeRun:
 
     node_id: str
     state: str
+    seconds: float = 0.0
     outputs: dict[str, list[metadata_store_pb2.Artifact]] = field(default_factory=dict)
 
 
@@ -53,7 +54,10 @@ def latest_run(store: mlmd.MetadataStore, pipeline_name: str) -> dict[str, NodeR
             node_name.split(".", 1)[1] if node_name.startswith(pipeline_name + ".") else node_name
         )
         state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-        node = NodeRun(node_id=node_id, state=state)
+        seconds = (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch
+        ) / 1000
+        node = NodeRun(node_id=node_id, state=state, seconds=seconds)
         events = [
             e
             for e in store.get_events_by_execution_ids([execution.id])
@@ -74,3 +78,33 @@ def custom_property(artifact: metadata_store_pb2.Artifact, name: str):
     value = artifact.custom_properties[name]
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
+
+
+def upstream_artifacts(
+    store: mlmd.MetadataStore, artifact_id: int
+) -> list[tuple[str, metadata_store_pb2.Artifact]]:
+    """(type name, artifact) for `artifact_id` and everything it was derived from, nearest first."""
+    seen: set[int] = set()
+    order: list[tuple[str, metadata_store_pb2.Artifact]] = []
+    frontier = [artifact_id]
+    type_names = {t.id: t.name for t in store.get_artifact_types()}
+    while frontier:
+        artifacts = [a for a in store.get_artifacts_by_id(frontier) if a.id not in seen]
+        seen.update(a.id for a in artifacts)
+        order += [(type_names.get(a.type_id, "?"), a) for a in artifacts]
+        producing = {
+            e.execution_id
+            for e in store.get_events_by_artifact_ids([a.id for a in artifacts])
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        }
+        inputs = store.get_events_by_execution_ids(list(producing)) if producing else []
+        frontier = sorted(
+            {
+                e.artifact_id
+                for e in inputs
+                if e.type
+                in (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+                and e.artifact_id not in seen
+            }
+        )
+    return order

@@ -43,30 +43,57 @@ def _example_gen(
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """AUC must clear an absolute bar and must not drop past max_auc_drop vs the blessed baseline."""
+    """Blessing rules: overall AUC clears min_auc and drops at most max_auc_drop vs the blessed
+    baseline; each slice (device) clears min_slice_auc when set. Thresholds are per slice in TFMA:
+    a bare MetricConfig threshold would hold every small slice to the overall bar."""
     evaluation = config.evaluation
-    auc_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": evaluation.min_auc}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -evaluation.max_auc_drop},
-        ),
-    )
+    overall = tfma.SlicingSpec()
+    slices = [tfma.SlicingSpec(feature_keys=[name]) for name in evaluation.slice_features]
+    auc_thresholds = [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[overall],
+            threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(
+                    lower_bound={"value": evaluation.min_auc}
+                ),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                    absolute={"value": -evaluation.max_auc_drop},
+                ),
+            ),
+        )
+    ]
+    if evaluation.min_slice_auc is not None and slices:
+        auc_thresholds.append(
+            tfma.PerSliceMetricThreshold(
+                slicing_specs=slices,
+                threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={"value": evaluation.min_slice_auc}
+                    )
+                ),
+            )
+        )
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=LABEL)],
-        slicing_specs=[tfma.SlicingSpec()]
-        + [tfma.SlicingSpec(feature_keys=[name]) for name in evaluation.slice_features],
+        slicing_specs=[overall, *slices],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
-                    tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
-                    tfma.MetricConfig(class_name="BinaryCrossentropy"),
-                    tfma.MetricConfig(class_name="Calibration"),
-                    tfma.MetricConfig(class_name="MeanLabel"),
-                    tfma.MetricConfig(class_name="MeanPrediction"),
-                    tfma.MetricConfig(class_name="CalibrationPlot"),
-                ]
+                    tfma.MetricConfig(class_name=name)
+                    for name in (
+                        "ExampleCount",
+                        "AUC",
+                        "BinaryCrossentropy",
+                        "Calibration",
+                        "MeanLabel",
+                        "MeanPrediction",
+                        "CalibrationPlot",
+                    )
+                ],
+                per_slice_thresholds={
+                    "auc": tfma.PerSliceMetricThresholds(thresholds=auc_thresholds)
+                },
             )
         ],
     )

@@ -188,3 +188,42 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
         lines.append("  not pushed: the serving folder keeps its previous model")
     lines.append(f"  artifacts: {summary.pipeline_root}  |  ML Metadata: {summary.metadata_path}")
     return "\n".join(lines)
+
+
+def calibration_buckets(config: PipelineConfig, groups: int = 12):
+    """TFMA's calibration histogram of the newest Evaluator run, merged into `groups` buckets of
+    about equal example count: mean prediction vs observed rate (a reliability diagram's points)."""
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    evaluator = latest_run(open_store(config.metadata_path), config.name).get("Evaluator")
+    if evaluator is None or not evaluator.outputs.get("evaluation"):
+        raise FileNotFoundError(f"no Evaluator output for {config.name} in {config.metadata_path}")
+    rows = []
+    for plots in tfma.load_plots(evaluator.outputs["evaluation"][-1].uri):
+        if plots.slice_key.single_slice_keys:
+            continue  # the overall slice only
+        for item in plots.plot_keys_and_values:
+            if item.key.model_name not in ("", "candidate"):
+                continue  # the baseline model's histogram, when there is one
+            for bucket in item.value.calibration_histogram_buckets.buckets:
+                if bucket.num_weighted_examples.value > 0:
+                    rows.append(
+                        (
+                            bucket.num_weighted_examples.value,
+                            bucket.total_weighted_refined_prediction.value,
+                            bucket.total_weighted_label.value,
+                        )
+                    )
+    frame = pd.DataFrame(rows, columns=["count", "prediction_sum", "label_sum"])
+    frame["group"] = np.minimum(
+        (frame["count"].cumsum() / frame["count"].sum() * groups).astype(int), groups - 1
+    )
+    merged = frame.groupby("group").sum()
+    return pd.DataFrame(
+        {
+            "count": merged["count"],
+            "mean_prediction": merged["prediction_sum"] / merged["count"],
+            "mean_label": merged["label_sum"] / merged["count"],
+        }
+    )
