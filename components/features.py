@@ -20,9 +20,6 @@ NUMERIC = ("rating", "user_category_affinity", "position")
 CROSSES = (("device", "hour"), ("referrer", "device"))
 
 RAW_FEATURES = HASHED + VOCABULARY + tuple(INTEGER_IDS) + LOG_NUMERIC + NUMERIC
-STRING_FEATURES = HASHED + VOCABULARY
-INT_FEATURES = ("hour", "on_sale", "days_since_last_visit", "position")
-FLOAT_FEATURES = ("price", "user_avg_price", "rating", "user_category_affinity")
 
 
 def xf(name: str) -> str:

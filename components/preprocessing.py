@@ -34,11 +34,6 @@ def params_from(custom_config: Mapping[str, Any] | None) -> dict[str, int]:
     return params
 
 
-def vocab_size_key(name: str) -> str:
-    """Vocabulary file name, so the trainer can size the embedding from the transform output."""
-    return name
-
-
 def _dense(tensor: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     """Schema features are required with shape [1]; accept sparse input from ad-hoc callers too."""
     if isinstance(tensor, tf.SparseTensor):
@@ -67,7 +62,7 @@ def preprocessing_fn(
     )
     for name in F.VOCABULARY:
         out[F.xf(name)] = tft.compute_and_apply_vocabulary(
-            raw[name], num_oov_buckets=1, vocab_filename=vocab_size_key(name)
+            raw[name], num_oov_buckets=1, vocab_filename=name
         )
     for name, size in F.INTEGER_IDS.items():
         out[F.xf(name)] = tf.clip_by_value(tf.cast(raw[name], tf.int64), 0, size - 1)
@@ -104,7 +99,7 @@ def categorical_sizes(
         F.xf(F.PRICE_BUCKET): params["price_buckets"],
     }
     for name in F.VOCABULARY:
-        sizes[F.xf(name)] = tf_transform_output.vocabulary_size_by_name(vocab_size_key(name)) + 1
+        sizes[F.xf(name)] = tf_transform_output.vocabulary_size_by_name(name) + 1
     for name, size in F.INTEGER_IDS.items():
         sizes[F.xf(name)] = size
     for pair in F.CROSSES:

@@ -1,4 +1,4 @@
-"""Prints one line per pipeline stage (started, cached, finished, failed) with elapsed time.
+"""Prints one line per pipeline stage (started, cached, finished, skipped) with elapsed time.
 
 TFX's local runner logs these events through absl at INFO, among thousands of other lines; this
 handler keeps the runner quiet and shows only the stages.
@@ -27,7 +27,6 @@ class StageProgress(logging.Handler):
         self.stage_started: dict[str, float] = {}
         self.current: str | None = None
         self.cached: set[str] = set()
-        self.finished: list[str] = []
 
     def _print(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f}s] {text}", file=self.stream, flush=True)
@@ -44,7 +43,6 @@ class StageProgress(logging.Handler):
             name = match.group(1)
             seconds = time.perf_counter() - self.stage_started.get(name, self.started)
             how = "cached" if name in self.cached else f"done in {seconds:.1f}s"
-            self.finished.append(name)
             self._print(f"{name} {how}")
         elif match := _SKIPPED.match(message):
             self._print(f"{match.group(1)} skipped")

@@ -15,20 +15,20 @@ from simulator import catalog
 from simulator.generate import truth_of_span
 from simulator.truth import bayes_auc
 
-# Columns the ground truth reads, with their tf.Example types.
-_TRUTH_COLUMNS = {
-    "user_category_affinity": "float",
-    "price": "float",
-    "user_avg_price": "float",
-    "rating": "float",
-    "days_since_last_visit": "int",
-    "position": "int",
-    "on_sale": "int",
-    "hour": "int",
-    "device": "bytes",
-    "referrer": "bytes",
-    catalog.LABEL: "int",
-}
+# Columns the ground truth reads (types come from the curated schema).
+_TRUTH_COLUMNS = (
+    "user_category_affinity",
+    "price",
+    "user_avg_price",
+    "rating",
+    "days_since_last_visit",
+    "position",
+    "on_sale",
+    "hour",
+    "device",
+    "referrer",
+    catalog.LABEL,
+)
 
 
 @dataclass
@@ -62,9 +62,13 @@ class RunSummary:
 def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarray]:
     """The columns the ground truth needs, from ExampleGen's gzipped TFRecords of one split."""
     import tensorflow as tf
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
-    kinds = {"float": tf.float32, "int": tf.int64, "bytes": tf.string}
-    spec = {name: tf.io.FixedLenFeature([], kinds[kind]) for name, kind in _TRUTH_COLUMNS.items()}
+    from pipelines.schema_tool import load_schema
+
+    dtypes = {schema_pb2.FLOAT: tf.float32, schema_pb2.INT: tf.int64, schema_pb2.BYTES: tf.string}
+    types = {feature.name: feature.type for feature in load_schema().feature}
+    spec = {name: tf.io.FixedLenFeature([], dtypes[types[name]]) for name in _TRUTH_COLUMNS}
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"no files for split {split!r} under {examples_uri}")
@@ -78,8 +82,8 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
         for name, values in batch.items():
             columns[name].append(values.numpy())
     out = {name: np.concatenate(parts) for name, parts in columns.items()}
-    for name, kind in _TRUTH_COLUMNS.items():
-        if kind == "bytes":
+    for name in _TRUTH_COLUMNS:
+        if types[name] == schema_pb2.BYTES:
             out[name] = out[name].astype(str)
     return out
 
