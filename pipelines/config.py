@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -97,6 +104,72 @@ class EvaluationConfig(_Section):
     slice_features: list[str] = Field(default_factory=lambda: ["device"])
 
 
+class StepResources(_Section):
+    """Requests/limits of one pipeline step's pod on Kubeflow (ignored by the local runner)."""
+
+    cpu: float | None = Field(None, gt=0, description="CPU request and limit, in cores")
+    memory_gb: float | None = Field(None, gt=0, description="memory request and limit, in GB")
+    accelerator_type: str | None = Field(
+        None, description="Kubernetes resource name, e.g. nvidia.com/gpu (open-source KFP)"
+    )
+    accelerator_count: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _accelerator_needs_both(self) -> StepResources:
+        if bool(self.accelerator_type) != (self.accelerator_count > 0):
+            raise ValueError("accelerator_type and accelerator_count are set together")
+        return self
+
+
+DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
+    "CsvExampleGen": {"cpu": 2, "memory_gb": 8},
+    "BaselineExampleGen": {"cpu": 2, "memory_gb": 8},
+    "StatisticsGen": {"cpu": 2, "memory_gb": 8},
+    "BaselineStatisticsGen": {"cpu": 2, "memory_gb": 8},
+    "Transform": {"cpu": 4, "memory_gb": 16},
+    "Trainer": {"cpu": 4, "memory_gb": 16},
+    "Evaluator": {"cpu": 2, "memory_gb": 8},
+}
+
+
+class KubeflowConfig(_Section):
+    """How `shop-pipeline compile/submit` target Kubeflow Pipelines v2 (open source)."""
+
+    image: str = Field(
+        "shop-ranking:0.1.0", description="the image every step runs (built from the Dockerfile)"
+    )
+    package_path: str = Field(
+        "outputs/kubeflow/shop-ranking.yaml", description="where `compile` writes the KFP YAML"
+    )
+    pvc_name: str | None = Field(
+        None, description="PersistentVolumeClaim mounted into every step (data, artifacts, models)"
+    )
+    pvc_mount_path: str = "/mnt/shop"
+    host: str | None = Field(None, description="KFP API endpoint for `submit`")
+    namespace: str = Field("kubeflow", description="KFP namespace (multi-user: the profile)")
+    experiment: str = "shop-ranking"
+    resources: dict[str, StepResources] = Field(
+        default_factory=lambda: dict(DEFAULT_RESOURCES),
+        validate_default=True,
+        description="per step (component id); given fields override DEFAULT_RESOURCES's",
+    )
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, given: Any) -> Any:
+        """`--set kubeflow.resources.Trainer.accelerator_count=1` keeps Trainer's CPU/memory and
+        every other step's defaults."""
+        if not isinstance(given, dict):
+            return given
+        merged = {name: dict(values) for name, values in DEFAULT_RESOURCES.items()}
+        for name, values in given.items():
+            if isinstance(values, dict):
+                merged[name] = {**merged.get(name, {}), **values}
+            else:
+                merged[name] = values
+        return merged
+
+
 class PipelineConfig(_Section):
     """Everything a run needs; the same object feeds create_pipeline() and every runner."""
 
@@ -109,6 +182,7 @@ class PipelineConfig(_Section):
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     @model_validator(mode="after")
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
@@ -116,22 +190,26 @@ class PipelineConfig(_Section):
             raise ValueError(f"name {self.name!r}: use lowercase letters, digits and '-'")
         return self
 
-    # Paths derived from output_root, so one setting moves a whole run.
+    # Paths derived from output_root, so one setting moves a whole run. Joined as strings: a
+    # pathlib.Path would turn gs://bucket into gs:/bucket.
+    def _under_output_root(self, *parts: str) -> str:
+        return "/".join([self.output_root.rstrip("/"), *parts])
+
     @property
     def pipeline_root(self) -> str:
-        return str(Path(self.output_root) / "pipeline_root" / self.name)
+        return self._under_output_root("pipeline_root", self.name)
 
     @property
     def metadata_path(self) -> str:
-        return str(Path(self.output_root) / "metadata.sqlite")
+        return self._under_output_root("metadata.sqlite")
 
     @property
     def serving_dir(self) -> str:
-        return str(Path(self.output_root) / "serving" / self.name)
+        return self._under_output_root("serving", self.name)
 
     @property
     def summary_path(self) -> str:
-        return str(Path(self.output_root) / "run_summary.json")
+        return self._under_output_root("run_summary.json")
 
 
 class ConfigError(ValueError):

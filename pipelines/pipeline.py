@@ -2,33 +2,68 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Literal
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from tfx import v1 as tfx
 from tfx.proto import range_config_pb2
 
+from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import IdempotentPusher
+from components.span_example_gen import SpanCsvExampleGen
 from components.validation_components import DriftValidator, ValidationGate
-from pipelines.config import SCHEMA_PATH, PipelineConfig
+from pipelines.config import ConfigError, PipelineConfig
 from pipelines.spans import SpanSelection, select_spans
 from simulator.catalog import LABEL
 
 # Referenced by import path of the installed package, so a Kubeflow pod needs no module file upload.
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
+# The curated schema as shipped in the installed package (pipelines/schema), in every runner.
+SCHEMA_FILE = "package://pipelines/schema/schema.pbtxt"
 
 
-def _example_gen(
-    config: PipelineConfig, span: int, component_id: str
-) -> tfx.components.CsvExampleGen:
+Target = Literal["local", "kubeflow"]
+
+
+class RunParameters:
+    """Kubeflow run-time parameters (the KFP UI's run form), defaults from the config.
+
+    Proto-valued ones are JSON, as TFX's RuntimeParameter requires; the local runner uses the
+    config values directly. Beam args and resources are container settings: change them with
+    `compile --set ...`.
+    """
+
+    def __init__(self, config: PipelineConfig):
+        training = config.training
+        self.data_root = tfx.dsl.experimental.RuntimeParameter(
+            name="data_root", ptype=str, default=config.data.root
+        )
+        self.span = tfx.dsl.experimental.RuntimeParameter(
+            name="span", ptype=int, default=config.data.span or 0
+        )
+        self.train_args = tfx.dsl.experimental.RuntimeParameter(
+            name="train_args", ptype=str, default=json.dumps({"num_steps": training.train_steps})
+        )
+        self.eval_config = tfx.dsl.experimental.RuntimeParameter(
+            name="eval_config",
+            ptype=str,
+            default=json_format.MessageToJson(
+                eval_config(config), sort_keys=True, indent=None, preserving_proto_field_name=True
+            ),
+        )
+
+
+def _split_configs(config: PipelineConfig) -> tuple[tfx.proto.Input, tfx.proto.Output]:
     data = config.data
-    return tfx.components.CsvExampleGen(
-        input_base=_absolute(data.root),
-        input_config=tfx.proto.Input(
+    return (
+        tfx.proto.Input(
             splits=[tfx.proto.Input.Split(name="single_split", pattern=data.file_pattern)]
         ),
-        output_config=tfx.proto.Output(
+        tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
                 splits=[
                     tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
@@ -36,9 +71,35 @@ def _example_gen(
                 ]
             )
         ),
+    )
+
+
+def _example_gen(
+    config: PipelineConfig, span: int, component_id: str
+) -> tfx.components.CsvExampleGen:
+    """Local: TFX's CsvExampleGen; its driver resolves the span and skips unchanged inputs."""
+    input_config, output_config = _split_configs(config)
+    return tfx.components.CsvExampleGen(
+        input_base=_absolute(config.data.root),
+        input_config=input_config,
+        output_config=output_config,
         range_config=range_config_pb2.RangeConfig(
             static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
         ),
+    ).with_id(component_id)
+
+
+def _kubeflow_example_gen(
+    config: PipelineConfig, params: RunParameters, span_offset: int, component_id: str
+) -> SpanCsvExampleGen:
+    """Kubeflow: the span is a run parameter resolved inside the step (components/span_example_gen)."""
+    input_config, output_config = _split_configs(config)
+    return SpanCsvExampleGen(
+        input_base=params.data_root,
+        input_config=input_config,
+        output_config=output_config,
+        span=params.span,
+        span_offset=span_offset,
     ).with_id(component_id)
 
 
@@ -102,22 +163,45 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 def create_pipeline(
     config: PipelineConfig,
     *,
+    target: Target = "local",
     spans: SpanSelection | None = None,
     metadata_connection_config=None,
 ) -> tfx.dsl.Pipeline:
-    """Builds the TFX pipeline for `config`; the spans default to the newest and the one before."""
-    spans = spans or select_spans(config.data)
-    example_gen = _example_gen(config, spans.current, "CsvExampleGen")
+    """Builds the TFX pipeline for `config`.
+
+    target="local": spans are read from data.root now (the newest and the one before).
+    target="kubeflow": nothing TFX emits that open-source KFP v2 cannot run (no resolver nodes, no
+    driver hooks); the span, data root, training steps and eval config are run parameters.
+    """
+    kubeflow = target == "kubeflow"
+    if kubeflow and config.evaluation.compare_with_blessed_baseline:
+        raise ConfigError(
+            "evaluation.compare_with_blessed_baseline: open-source KFP v2 does not run resolver "
+            "nodes, so Kubeflow mode has no latest-blessed-model baseline; set it to false "
+            "(conf/kubeflow.yaml does) and the absolute thresholds decide the blessing"
+        )
+    params = RunParameters(config) if kubeflow else None
+    if kubeflow:
+        example_gen = _kubeflow_example_gen(config, params, 0, "CsvExampleGen")
+        previous_span = 1 if config.validation.compare_with_previous_span else None
+    else:
+        spans = spans or select_spans(config.data)
+        example_gen = _example_gen(config, spans.current, "CsvExampleGen")
+        previous_span = spans.previous if config.validation.compare_with_previous_span else None
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(SCHEMA_PATH))
+    schema_gen = PackagedImportSchemaGen(schema_file=SCHEMA_FILE).with_id("ImportSchemaGen")
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator]
 
     drift_anomalies = None
-    if config.validation.compare_with_previous_span and spans.previous is not None:
-        baseline_gen = _example_gen(config, spans.previous, "BaselineExampleGen")
+    if previous_span is not None:
+        baseline_gen = (
+            _kubeflow_example_gen(config, params, 1, "BaselineExampleGen")
+            if kubeflow
+            else _example_gen(config, previous_span, "BaselineExampleGen")
+        )
         baseline_statistics = tfx.components.StatisticsGen(
             examples=baseline_gen.outputs["examples"]
         ).with_id("BaselineStatisticsGen")
@@ -150,16 +234,19 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
+        train_args=(
+            params.train_args if kubeflow else tfx.proto.TrainArgs(num_steps=training.train_steps)
+        ),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config={
-            "hyperparameters": training.model_dump(),
+            # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
+            "hyperparameters": training.model_dump(exclude={"train_steps", "eval_steps"}),
             "transform": config.transform.model_dump(),
         },
     )
 
     evaluator_inputs = {}
-    if config.evaluation.compare_with_blessed_baseline:
+    if config.evaluation.compare_with_blessed_baseline and not kubeflow:
         baseline_model = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -171,7 +258,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         schema=schema_gen.outputs["schema"],
-        eval_config=eval_config(config),
+        eval_config=params.eval_config if kubeflow else eval_config(config),
         **evaluator_inputs,
     )
     pusher = IdempotentPusher(
@@ -184,6 +271,11 @@ def create_pipeline(
         ),
     ).with_id("Pusher")
     components += [gate, transform, trainer, evaluator, pusher]
+    if kubeflow:
+        for component in components:
+            resources = config.kubeflow.resources.get(component.id)
+            if resources is not None:
+                component.with_platform_config(_resource_spec(resources))
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
@@ -193,6 +285,21 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam.pipeline_args(),
     )
+
+
+def _resource_spec(resources):
+    """StepResources -> the KFP ResourceSpec the v2 compiler copies into the step's container."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
+    if resources.cpu:
+        spec.cpu_limit = spec.cpu_request = resources.cpu
+    if resources.memory_gb:
+        spec.memory_limit = spec.memory_request = resources.memory_gb
+    if resources.accelerator_type:
+        spec.accelerator.type = resources.accelerator_type
+        spec.accelerator.count = resources.accelerator_count
+    return spec
 
 
 def _absolute(path: str) -> str:

@@ -88,7 +88,7 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
     return out
 
 
-def _tfma_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def tfma_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     import tensorflow_model_analysis as tfma
 
     overall: dict[str, float] = {}
@@ -130,7 +130,7 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     if (trainer := nodes.get("Trainer")) and trainer.outputs.get("model"):
         summary.model_uri = trainer.outputs["model"][-1].uri
     if (evaluator := nodes.get("Evaluator")) and evaluator.state in ("COMPLETE", "CACHED"):
-        summary.metrics, summary.metrics_by_slice = _tfma_metrics(
+        summary.metrics, summary.metrics_by_slice = tfma_metrics(
             evaluator.outputs["evaluation"][-1].uri
         )
         summary.blessed = bool(custom_property(evaluator.outputs["blessing"][-1], "blessed"))

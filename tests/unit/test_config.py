@@ -52,3 +52,26 @@ def test_training_config_and_hparams_agree():
     config = PipelineConfig().training.model_dump()
     hparams = HParams.from_mapping(config).to_dict()
     assert hparams == config
+
+
+def test_step_resource_overrides_keep_the_other_defaults():
+    config = load_config(
+        "kubeflow",
+        [
+            "kubeflow.resources.Trainer.accelerator_type=nvidia.com/gpu",
+            "kubeflow.resources.Trainer.accelerator_count=1",
+        ],
+    )
+    trainer = config.kubeflow.resources["Trainer"]
+    assert (trainer.cpu, trainer.accelerator_count) == (4, 1)
+    assert config.kubeflow.resources["Transform"].memory_gb == 16
+
+
+def test_accelerator_type_and_count_come_together():
+    with pytest.raises(ConfigError, match="kubeflow.resources.Trainer"):
+        load_config("kubeflow", ["kubeflow.resources.Trainer.accelerator_count=1"])
+
+
+def test_object_store_roots_keep_their_scheme():
+    config = load_config("kubeflow", ["output_root=gs://bucket/shop"])
+    assert config.pipeline_root == "gs://bucket/shop/pipeline_root/shop-ranking"

@@ -1,0 +1,143 @@
+"""CsvExampleGen for Kubeflow Pipelines v2: the span is resolved inside the step, not by a driver.
+
+TFX's FileBasedExampleGen relies on a driver that resolves `{SPAN}` in the input pattern before the
+executor runs. The KubeflowV2 compiler emits that driver as a `lifecycle.preCacheCheck` hook, which
+only Vertex AI Pipelines executes: open-source KFP v2 ignores it and the executor then globs the
+literal `span-{SPAN}/*.csv` and fails. This component runs the same resolution code (TFX's
+FileBasedInputProcessor) at the start of the executor, with the span as a run-time parameter
+(0 = the newest span under input_base, minus `span_offset` for the previous-span baseline), and
+records span, version and fingerprint on the output artifact as the driver would.
+
+Trade-off (see README): without the pre-cache-check hook, KFP cannot skip this step when the span
+is unchanged, so the compiler turns caching off for it (a cached result could be a stale span).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.components.example_gen import driver as example_gen_driver
+from tfx.components.example_gen import input_processor, utils
+from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import example_gen_pb2, range_config_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import proto_utils
+
+SPAN_KEY = "span"
+SPAN_OFFSET_KEY = "span_offset"
+
+
+class SpanError(ValueError):
+    """The requested span does not exist under the input base; the message names both."""
+
+
+def resolve_span(input_base: str, input_config_json: str, span: int, span_offset: int) -> dict:
+    """Returns span, version, fingerprint and the input config with its patterns filled in."""
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(input_config_json, input_config)
+    if span <= 0:  # newest span present under input_base
+        newest, _ = input_processor.FileBasedInputProcessor(
+            input_base, input_config.splits, None
+        ).resolve_span_and_version()
+        span = newest
+    target = span - span_offset
+    if target < 0:
+        raise SpanError(f"span {span} minus offset {span_offset} is below 0 under {input_base}")
+    range_config = range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=target, end_span_number=target)
+    )
+    processor = input_processor.FileBasedInputProcessor(
+        input_base, input_config.splits, range_config
+    )
+    try:
+        resolved_span, version = processor.resolve_span_and_version()
+    except ValueError as err:
+        patterns = [split.pattern for split in input_config.splits]
+        raise SpanError(f"span {target} not found under {input_base} ({patterns}): {err}") from err
+    fingerprint = processor.get_input_fingerprint(resolved_span, version)
+    for split in input_config.splits:
+        split.pattern = processor.get_pattern_for_span_version(
+            split.pattern, resolved_span, version
+        )
+    return {
+        utils.SPAN_PROPERTY_NAME: resolved_span,
+        utils.VERSION_PROPERTY_NAME: version,
+        utils.FINGERPRINT_PROPERTY_NAME: fingerprint,
+        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+    }
+
+
+class SpanCsvExampleGenExecutor(csv_executor.Executor):
+    """CSV executor that first does the driver's work: span, patterns, artifact properties."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        exec_properties = dict(exec_properties)
+        span = int(exec_properties.pop(SPAN_KEY, 0) or 0)
+        offset = int(exec_properties.pop(SPAN_OFFSET_KEY, 0) or 0)
+        resolved = resolve_span(
+            exec_properties[standard_component_specs.INPUT_BASE_KEY],
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+            span,
+            offset,
+        )
+        exec_properties.update(resolved)
+        logging.info(
+            "Resolved span %s (requested %s, offset %s), fingerprint %s",
+            resolved[utils.SPAN_PROPERTY_NAME],
+            span,
+            offset,
+            resolved[utils.FINGERPRINT_PROPERTY_NAME],
+        )
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY]
+        )
+        example_gen_driver.update_output_artifact(exec_properties, examples.mlmd_artifact)
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class SpanCsvExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        SPAN_KEY: ExecutionParameter(type=int),
+        SPAN_OFFSET_KEY: ExecutionParameter(type=int),
+    }
+
+
+class SpanCsvExampleGen(base_beam_component.BaseBeamComponent):
+    """Reads span `span - span_offset` of CSV files under input_base into TFRecord Examples.
+
+    Deliberately not a FileBasedExampleGen subclass: the KubeflowV2 compiler would attach the
+    Vertex-only driver hook to it.
+    """
+
+    SPEC_CLASS = SpanCsvExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(SpanCsvExampleGenExecutor)
+
+    def __init__(
+        self,
+        input_base: Any,
+        input_config: example_gen_pb2.Input,
+        output_config: example_gen_pb2.Output,
+        span: Any = 0,
+        span_offset: int = 0,
+    ):
+        spec = SpanCsvExampleGenSpec(
+            input_base=input_base,
+            input_config=input_config,
+            output_config=output_config,
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            span=span,
+            span_offset=span_offset,
+            examples=types.Channel(type=standard_artifacts.Examples),
+        )
+        super().__init__(spec=spec)

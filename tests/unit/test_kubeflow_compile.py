@@ -1,0 +1,182 @@
+"""The compiled KFP v2 package: components, edges, image, run parameters, resources, and a golden
+copy (regenerate with `make golden`, then review the diff like code)."""
+
+import difflib
+import json
+from pathlib import Path
+
+import pytest
+from kfp_harness import HarnessError, LocalKfpHarness
+from tfx import v1 as tfx
+
+from pipelines import kfp_spec
+from pipelines.config import REPO_ROOT, ConfigError, load_config
+from pipelines.kubeflow_runner import EXECUTOR_COMMAND, compile_package, compile_spec
+from pipelines.pipeline import create_pipeline
+from pipelines.spans import SpanSelection
+
+GOLDEN = REPO_ROOT / "tests" / "golden" / "kfp_pipeline.yaml"
+GPU = [
+    "kubeflow.resources.Trainer.accelerator_type=nvidia.com/gpu",
+    "kubeflow.resources.Trainer.accelerator_count=2",
+]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config("kubeflow", GPU)
+
+
+@pytest.fixture(scope="module")
+def compiled(config):
+    return compile_spec(config)
+
+
+def tasks_of(spec):
+    return spec["root"]["dag"]["tasks"]
+
+
+def test_every_component_is_a_task_with_the_expected_edges(compiled):
+    spec, _ = compiled
+    tasks = tasks_of(spec)
+    assert set(tasks) == {
+        "CsvExampleGen",
+        "BaselineExampleGen",
+        "StatisticsGen",
+        "BaselineStatisticsGen",
+        "ImportSchemaGen",
+        "ExampleValidator",
+        "DriftValidator",
+        "ValidationGate",
+        "Transform",
+        "Trainer",
+        "Evaluator",
+        "Pusher",
+    }
+    edges = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert edges["ValidationGate"] == {"ExampleValidator", "DriftValidator"}
+    assert "ValidationGate" in edges["Transform"]  # nothing trains on data the gate stopped
+    assert edges["Trainer"] == {"Transform", "ImportSchemaGen"}
+    assert edges["Evaluator"] == {"CsvExampleGen", "Trainer", "ImportSchemaGen"}
+    assert edges["Pusher"] == {"Trainer", "Evaluator"}
+    blessing = tasks["Pusher"]["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"]
+    assert blessing == {"producerTask": "Evaluator", "outputArtifactKey": "blessing"}
+
+
+def test_every_executor_runs_the_configured_image_by_package_path(compiled, config):
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == len(tasks_of(spec))
+    for label, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == config.kubeflow.image, label
+        assert container["command"] == EXECUTOR_COMMAND, label
+    class_paths = {
+        name: kfp_spec.executor_of(spec, name)["container"]["args"][1] for name in tasks_of(spec)
+    }
+    assert class_paths["CsvExampleGen"] == "components.span_example_gen.SpanCsvExampleGenExecutor"
+    assert class_paths["Pusher"] == "components.pusher.IdempotentPusherExecutor"
+    text = json.dumps(spec)
+    assert "_wheels" not in text and "module_file" not in text  # user code by import path
+    assert "components.trainer.run_fn" in text and "package://pipelines/schema" in text
+
+
+def test_run_parameters_have_the_configs_defaults(compiled, config):
+    spec, _ = compiled
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["data_root"] == {
+        "parameterType": "STRING",
+        "defaultValue": config.data.root,
+    }
+    assert parameters["span"] == {"parameterType": "NUMBER_INTEGER", "defaultValue": 0}
+    assert json.loads(parameters["train_args"]["defaultValue"]) == {
+        "num_steps": config.training.train_steps
+    }
+    eval_config = json.loads(parameters["eval_config"]["defaultValue"])
+    bounds = json.dumps(eval_config["metrics_specs"][0]["per_slice_thresholds"])
+    assert str(config.evaluation.min_auc) in bounds
+    tasks = tasks_of(spec)
+    assert tasks["Trainer"]["inputs"]["parameters"]["train_args"] == {
+        "componentInputParameter": "train_args"
+    }
+    for name in ("CsvExampleGen", "BaselineExampleGen"):
+        assert tasks[name]["inputs"]["parameters"]["span"] == {"componentInputParameter": "span"}
+        assert tasks[name]["inputs"]["parameters"]["input_base"] == {
+            "componentInputParameter": "data_root"
+        }
+    offsets = {
+        name: tasks[name]["inputs"]["parameters"]["span_offset"]["runtimeValue"]["constant"]
+        for name in ("CsvExampleGen", "BaselineExampleGen")
+    }
+    assert offsets == {"CsvExampleGen": 0, "BaselineExampleGen": 1}
+
+
+def test_resources_and_accelerators_come_from_config(compiled):
+    spec, _ = compiled
+    trainer = kfp_spec.executor_of(spec, "Trainer")["container"]["resources"]
+    assert trainer["accelerator"] == {"type": "nvidia.com/gpu", "count": "2"}
+    transform = kfp_spec.executor_of(spec, "Transform")["container"]["resources"]
+    assert transform["cpuLimit"] == 4 and transform["memoryLimit"] == 16
+    assert "resources" not in kfp_spec.executor_of(spec, "ValidationGate")["container"]
+
+
+def test_span_readers_never_hit_the_kfp_cache_and_the_rest_may(compiled):
+    spec, _ = compiled
+    for name, task in tasks_of(spec).items():
+        expected = name not in kfp_spec.EXTERNAL_INPUT_TASKS
+        assert task.get("cachingOptions", {}).get("enableCache", False) is expected, name
+
+
+def test_root_and_pvc_mount_reach_every_step(compiled, config):
+    spec, platform = compiled
+    assert spec["defaultPipelineRoot"] == config.pipeline_root
+    assert config.pipeline_root.startswith(config.kubeflow.pvc_mount_path)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for mounts in executors.values():
+        assert mounts["pvcMount"] == [
+            {"constant": config.kubeflow.pvc_name, "mountPath": config.kubeflow.pvc_mount_path}
+        ]
+
+
+def test_compiled_package_matches_the_golden_copy(tmp_path):
+    path = compile_package(load_config("kubeflow"), str(tmp_path / "pipeline.yaml"))
+    fresh, golden = Path(path).read_text(), GOLDEN.read_text()
+    if fresh != golden:
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    golden.splitlines(True), fresh.splitlines(True), "golden", "compiled"
+                )
+            )[:80]
+        )
+        pytest.fail(f"compiled spec differs from {GOLDEN}; if intended, run `make golden`:\n{diff}")
+
+
+def test_kubeflow_mode_refuses_the_blessed_model_baseline():
+    with pytest.raises(ConfigError, match="evaluation.compare_with_blessed_baseline"):
+        create_pipeline(
+            load_config("kubeflow", ["evaluation.compare_with_blessed_baseline=true"]),
+            target="kubeflow",
+        )
+
+
+def test_what_tfx_emits_for_the_local_dag_is_refused_by_checker_and_harness(tmp_path):
+    """The local DAG (CsvExampleGen's driver, the latest-blessed-model resolver) compiles with
+    TFX's runner, but open-source KFP would not run it: both the compiler's check and the harness
+    name each problem."""
+    pipeline = create_pipeline(
+        load_config("local", ["evaluation.compare_with_blessed_baseline=true"]),
+        spans=SpanSelection(current=2, previous=1),
+    )
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="x")
+    )
+    spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
+    problems = "\n".join(kfp_spec.unsupported_features(spec))
+    assert "CsvExampleGen: container lifecycle hook" in problems
+    assert "LatestBlessedModelResolver-model-resolver: resolver node" in problems
+    spec["defaultPipelineRoot"] = str(tmp_path)
+    kfp_spec.write_package(tmp_path / "local.yaml", spec, None)
+    with pytest.raises(HarnessError, match="refusing to run"):
+        LocalKfpHarness(tmp_path / "local.yaml")
