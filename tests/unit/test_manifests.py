@@ -1,0 +1,368 @@
+"""The Kubeflow manifests (manifests/kfp) and the Dockerfile, checked without a cluster.
+
+`kubectl kustomize` renders the manifests; every object is deserialized into the Kubernetes client
+model of its kind and serialized back, so a misspelled or misplaced field (which the model silently
+drops) fails with its path. Then the pieces are checked against each other: namespace and labels,
+the PVC against conf/kubeflow.yaml, the submitter's RBAC and KFP token, and the Dockerfile's
+environment and compiled package against the CronJob.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+ROOT = Path(__file__).resolve().parents[2]
+KUSTOMIZATION = ROOT / "manifests" / "kfp"
+DOCKERFILE = ROOT / "Dockerfile"
+NAMESPACE = "kubeflow"
+PART_OF = ("app.kubernetes.io/part-of", "shop-ranking")
+PVC_NAME = "shop-ranking-store"
+
+# apiVersion/kind -> the kubernetes==26.1.0 client model. A kind missing here fails the test, so a
+# new manifest cannot skip the field check.
+MODELS = {
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+    ("batch/v1", "CronJob"): "V1CronJob",
+    ("batch/v1", "Job"): "V1Job",
+}
+
+try:  # where kfp.Client looks for the projected token unless KF_PIPELINES_SA_TOKEN_PATH is set
+    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
+except ImportError:  # older/newer kfp without the constants; kfp 2.5 defines them as below
+    KF_PIPELINES_SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+    KF_PIPELINES_SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+
+
+class _Response:
+    """What ApiClient.deserialize reads from an HTTP response: the JSON body in `.data`."""
+
+    def __init__(self, obj: Any):
+        self.data = json.dumps(obj)
+
+
+def model_class(obj: dict) -> str:
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key not in MODELS:
+        raise LookupError(f"no client model for apiVersion/kind {key}: add it to MODELS")
+    return MODELS[key]
+
+
+def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Paths where `actual` differs from `expected` (keys lost, added or changed)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        found = []
+        for key in sorted(expected.keys() | actual.keys()):
+            where = f"{path}.{key}" if path else key
+            if key not in actual:
+                found.append(f"{where}: dropped by the model (unknown or misspelled field?)")
+            elif key not in expected:
+                found.append(f"{where}: added by the model ({actual[key]!r})")
+            else:
+                found += differences(expected[key], actual[key], where)
+        return found
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{path}: {len(expected)} items became {len(actual)}"]
+        found = []
+        for index, (item, back) in enumerate(zip(expected, actual, strict=True)):
+            found += differences(item, back, f"{path}[{index}]")
+        return found
+    if expected != actual or type(expected) is not type(actual):
+        return [f"{path}: {expected!r} became {actual!r}"]
+    return []
+
+
+def round_trip_differences(obj: dict, model: str | None = None) -> list[str]:
+    """Deserialize into the client model and back; whatever the model dropped or changed."""
+    client = ApiClient()
+    parsed = client.deserialize(_Response(obj), model or model_class(obj))
+    return differences(obj, client.sanitize_for_serialization(parsed))
+
+
+def _render() -> list[dict]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH (needed for `kubectl kustomize`)")
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(KUSTOMIZATION)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"kubectl kustomize failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict]:
+    rendered = _render()
+    assert rendered, "kubectl kustomize rendered no objects"
+    return rendered
+
+
+def _one(objects: list[dict], kind: str) -> dict:
+    found = [obj for obj in objects if obj["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def _pod_specs(objects: list[dict]) -> dict[str, dict]:
+    specs = {}
+    for obj in objects:
+        if obj["kind"] == "Job":
+            specs[obj["metadata"]["name"]] = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            specs[obj["metadata"]["name"]] = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return specs
+
+
+def _flag(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    instructions, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = pending + stripped
+        pending = ""
+        name, _, rest = full.partition(" ")
+        instructions.append((name.upper(), rest.strip()))
+    return instructions
+
+
+def _dockerfile_env() -> dict[str, str]:
+    env = {}
+    for name, rest in _dockerfile_instructions():
+        if name == "ENV":
+            for pair in rest.split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "conf" / "kubeflow.yaml").read_text())
+
+
+# The field check itself ------------------------------------------------------------------------
+
+
+def test_every_object_survives_its_client_model(objects):
+    problems = {
+        f"{obj['kind']}/{obj['metadata']['name']}": round_trip_differences(obj) for obj in objects
+    }
+    assert not {name: found for name, found in problems.items() if found}, problems
+    assert {obj["kind"] for obj in objects} >= {
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "CronJob",
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "path"),
+    [
+        (
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "x"},
+                "spec": {"acessModes": ["ReadWriteMany"]},
+            },
+            "spec.acessModes",
+        ),
+        (
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": "x"},
+                "spec": {
+                    "template": {
+                        "spec": {"containers": [{"name": "c", "image": "i", "comand": ["true"]}]}
+                    }
+                },
+            },
+            "spec.template.spec.containers[0].comand",
+        ),
+    ],
+    ids=["pvc-spec", "job-container"],
+)
+def test_the_field_check_reports_a_misspelling(obj, path):
+    found = round_trip_differences(obj)
+    assert found and found[0].startswith(f"{path}: dropped"), found
+
+
+def test_an_unknown_kind_is_an_error():
+    with pytest.raises(LookupError, match="Deployment"):
+        model_class({"apiVersion": "apps/v1", "kind": "Deployment"})
+
+
+# The objects against each other, the config and the Dockerfile ---------------------------------
+
+
+def test_every_object_is_in_the_namespace_and_labelled(objects):
+    for obj in objects:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"].get("namespace") == NAMESPACE, name
+        assert obj["metadata"].get("labels", {}).get(PART_OF[0]) == PART_OF[1], name
+
+
+def test_the_pvc_is_the_one_the_config_mounts(objects):
+    pvc = _one(objects, "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == PVC_NAME == _config()["kubeflow"]["pvc_name"]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+    claims = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for spec in _pod_specs(objects).values()
+        for volume in spec.get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    }
+    assert claims <= {PVC_NAME}, claims
+
+
+def test_the_store_init_job_hands_the_mount_to_the_image_user(objects):
+    spec = _pod_specs(objects)["shop-ranking-store-init"]
+    (container,) = spec["containers"]
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == _config()["kubeflow"]["pvc_mount_path"]
+    uid = _image_uid()
+    assert f"chown {uid}:" in " ".join(container["command"])
+
+
+def test_the_submitter_service_account_is_bound_to_a_role_that_can_submit(objects):
+    spec = _pod_specs(objects)["shop-ranking-daily"]
+    account = spec["serviceAccountName"]
+    assert any(
+        obj["kind"] == "ServiceAccount" and obj["metadata"]["name"] == account for obj in objects
+    )
+    bindings = [
+        binding
+        for binding in objects
+        if binding["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+        in binding["subjects"]
+    ]
+    assert bindings, f"no RoleBinding for ServiceAccount {account}"
+    role_names = {b["roleRef"]["name"] for b in bindings if b["roleRef"]["kind"] == "Role"}
+    granted = {
+        (resource, verb)
+        for role in objects
+        if role["kind"] == "Role" and role["metadata"]["name"] in role_names
+        for rule in role["rules"]
+        if "pipelines.kubeflow.org" in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # What `submit` calls: find/create the experiment, create (and follow) a run, and with
+    # --schedule create a recurring run, which KFP authorizes as `jobs`.
+    needed = {
+        ("experiments", "get"),
+        ("experiments", "list"),
+        ("experiments", "create"),
+        ("runs", "create"),
+        ("runs", "get"),
+        ("jobs", "create"),
+        ("pipelines", "get"),
+    }
+    assert needed <= granted, needed - granted
+
+
+def test_the_cronjob_mounts_the_kfp_token_where_kfp_client_reads_it(objects):
+    cronjob = _one(objects, "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = _pod_specs(objects)["shop-ranking-daily"]
+    (container,) = spec["containers"]
+    token_path = next(
+        (e["value"] for e in container.get("env", []) if e["name"] == KF_PIPELINES_SA_TOKEN_ENV),
+        KF_PIPELINES_SA_TOKEN_PATH,
+    )
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    tokens = [
+        (volume["name"], source["serviceAccountToken"])
+        for volume in spec["volumes"]
+        for source in volume.get("projected", {}).get("sources", [])
+        if "serviceAccountToken" in source
+    ]
+    assert len(tokens) == 1, tokens
+    name, token = tokens[0]
+    assert token["audience"] == "pipelines.kubeflow.org"
+    assert f"{mounts[name].rstrip('/')}/{token['path']}" == token_path
+
+
+def test_the_dockerfile_environment_mirrors_the_local_one():
+    env = _dockerfile_env()
+    assert env.get("TF_USE_LEGACY_KERAS") == "1", env
+    # tests/kfp_harness.py reads ENV lines word by word: one line, KEY=VALUE pairs, no quotes.
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.strip().startswith("ENV "):
+            assert re.fullmatch(r"ENV( [A-Za-z_][A-Za-z0-9_]*=[^\s\"'\\]+)+", line.strip()), line
+
+
+def _image_uid() -> str:
+    users = [rest for name, rest in _dockerfile_instructions() if name == "USER"]
+    assert users, "the Dockerfile sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and uid != "0", f"USER {users[-1]}: use a numeric non-root uid"
+    return uid
+
+
+def test_the_cronjob_submits_the_package_the_image_compiles(objects):
+    compiles = [
+        shlex.split(rest)
+        for name, rest in _dockerfile_instructions()
+        if name == "RUN" and "shop-pipeline compile" in rest
+    ]
+    assert len(compiles) == 1, compiles
+    spec = _pod_specs(objects)["shop-ranking-daily"]
+    (container,) = spec["containers"]
+    args = container.get("command", []) + container.get("args", [])
+    assert args[:2] == ["shop-pipeline", "submit"], args
+    assert _flag(args, "--package") == _flag(compiles[0], "--output")
+    assert _flag(args, "--config") == _flag(compiles[0], "--config")
+    # The CronJob runs the image the steps run, as the image's user.
+    assert container["image"] == _config()["kubeflow"]["image"]
+    assert str(spec["securityContext"]["runAsUser"]) == _image_uid()
+
+
+def test_the_config_the_image_uses_is_copied_into_it():
+    workdirs = [rest for name, rest in _dockerfile_instructions() if name == "WORKDIR"]
+    copies = [rest.split() for name, rest in _dockerfile_instructions() if name == "COPY"]
+    compile_args = next(
+        shlex.split(rest)
+        for name, rest in _dockerfile_instructions()
+        if name == "RUN" and "shop-pipeline compile" in rest
+    )
+    config = Path(_flag(compile_args, "--config"))
+    assert config.is_absolute(), config
+    # COPY <repo dir> <image dir>: the config path must come from a copied repo file.
+    sources = {
+        Path(dest if dest.startswith("/") else f"{workdirs[-1]}/{dest}"): ROOT / src
+        for *srcs, dest in copies
+        for src in srcs
+        if not src.startswith("--")
+    }
+    matches = [
+        repo / config.relative_to(image)
+        for image, repo in sources.items()
+        if config.is_relative_to(image)
+    ]
+    assert any(path.is_file() for path in matches), f"{config} is not copied from the repo"
