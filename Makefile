@@ -21,8 +21,12 @@ ROWS ?= 100000
 SPANS ?= 2
 SEED ?= 42
 RUN_ARGS ?=
+COMPILE_ARGS ?=
+GOLDEN := tests/golden/kfp_pipeline.yaml
+KFP_LATEST_VENV := .cache/kfp-latest
 
-.PHONY: help env lock run data test test-unit test-e2e test-notebooks docs lab lint format schema clean
+.PHONY: help env lock run data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
+	compile golden check-kfp-latest
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -31,6 +35,9 @@ help:
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
 	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
 	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
+	@echo "make compile - compile the Kubeflow Pipelines v2 package (extra flags: COMPILE_ARGS='--output PATH')"
+	@echo "make golden  - regenerate $(GOLDEN)"
+	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(BASE_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
@@ -90,3 +97,17 @@ schema: $(VENV)/.installed
 
 clean:
 	rm -rf outputs $(DATA)
+
+compile: $(VENV)/.installed
+	$(VENV)/bin/shop-pipeline compile $(COMPILE_ARGS)
+
+golden: $(VENV)/.installed
+	$(VENV)/bin/shop-pipeline compile --config kubeflow --output $(GOLDEN)
+
+# The newest kfp (>= 2.14 needs protobuf 6, so not in $(VENV)) must still load the golden spec.
+# Always --upgrade: checking against today's release is the point.
+check-kfp-latest: $(VENV)/.installed
+	@test -n "$(BASE_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
+	test -x $(KFP_LATEST_VENV)/bin/python || $(UV) venv -p $(BASE_PYTHON) $(KFP_LATEST_VENV)
+	$(UV) pip install -p $(KFP_LATEST_VENV)/bin/python --upgrade kfp kfp-kubernetes
+	$(KFP_LATEST_VENV)/bin/python tests/kfp_latest_check.py $(GOLDEN)
