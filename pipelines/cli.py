@@ -1,4 +1,4 @@
-"""`shop-pipeline`: run the pipeline locally (and, later, compile and submit it to Kubeflow)."""
+"""`shop-pipeline`: run the pipeline locally, or compile it for Kubeflow Pipelines and submit it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import warnings
 from pipelines.config import ConfigError, load_config
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
+def _add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
     parser.add_argument(
-        "--config", default="local", help="conf/<name>.yaml or a path (default: local)"
+        "--config", default=default, help=f"conf/<name>.yaml or a path (default: {default})"
     )
     parser.add_argument(
         "--set",
@@ -33,6 +33,28 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--verbose", action="store_true", help="show TFX's full log")
     show = commands.add_parser("config", help="print the resolved configuration")
     _add_config_args(show)
+    compile_ = commands.add_parser(
+        "compile", help="write the KFP v2 pipeline package (YAML) for the Kubeflow Pipelines UI"
+    )
+    _add_config_args(compile_, default="kubeflow")
+    compile_.add_argument("--output", help="package path (default: kubeflow.package_path)")
+    submit = commands.add_parser(
+        "submit", help="upload the package as a new pipeline version and start a run"
+    )
+    _add_config_args(submit, default="kubeflow")
+    submit.add_argument("--package", help="compiled package (default: kubeflow.package_path)")
+    submit.add_argument("--host", help="KFP API endpoint (default: kubeflow.host)")
+    submit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run parameter, e.g. --param span=3 --param data_root=/mnt/shop/data/shop",
+    )
+    submit.add_argument(
+        "--schedule", help="create a recurring run instead, KFP cron with seconds: '0 0 3 * * *'"
+    )
+    submit.add_argument("--version-name", help="pipeline version name (default: name-timestamp)")
     args = parser.parse_args(argv)
 
     try:
@@ -43,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(config.model_dump_json(indent=2))
         return 0
+    if args.command == "submit":
+        return _submit(config, args)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.command == "compile":
+        return _compile(config, args.output)
+
     from components.validation import DataValidationError
     from pipelines.local_runner import run_local
     from pipelines.spans import SpanError
@@ -71,6 +98,55 @@ def main(argv: list[str] | None = None) -> int:
     print(render(summary, seconds), flush=True)
     print(f"summary written to {config.summary_path}")
     return 0  # a model the Evaluator did not bless is a result too: the summary says so
+
+
+def _compile(config, output: str | None) -> int:
+    from pipelines.kfp_spec import UnsupportedSpecError
+    from pipelines.kubeflow_runner import compile_package
+
+    try:
+        path = compile_package(config, output)
+    except (ConfigError, UnsupportedSpecError) as err:
+        print(f"shop-pipeline: {err}", file=sys.stderr)
+        return 2
+    print(f"compiled {config.name} for Kubeflow Pipelines v2: {path}")
+    print(f"  image {config.kubeflow.image}; upload it in the KFP UI or `shop-pipeline submit`")
+    return 0
+
+
+def _submit(config, args) -> int:
+    from pipelines.submit import SubmitError, parse_parameters, submit
+
+    package = args.package or config.kubeflow.package_path
+    host = args.host or config.kubeflow.host
+    if not host:
+        print(
+            "shop-pipeline: submit needs --host (or kubeflow.host in the config)", file=sys.stderr
+        )
+        return 2
+    if not os.path.exists(package):
+        print(
+            f"shop-pipeline: package {package} not found: run `shop-pipeline compile` first",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        result = submit(
+            package,
+            host,
+            pipeline_name=config.name,
+            version_name=args.version_name,
+            experiment=config.kubeflow.experiment,
+            namespace=config.kubeflow.namespace,
+            parameters=parse_parameters(args.param),
+            schedule=args.schedule,
+        )
+    except (SubmitError, ValueError) as err:
+        print(f"shop-pipeline: {err}", file=sys.stderr)
+        return 1
+    kind = "recurring run" if result.recurring_run_id else "run"
+    print(f"submitted {config.name} version {result.version_id} as a {kind}: {result.url}")
+    return 0
 
 
 def _write(path: str, text: str) -> None:

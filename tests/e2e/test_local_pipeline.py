@@ -6,53 +6,15 @@ a corrupt day stops at the gate and the pushed model stays. Tests run in file or
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
-import tensorflow as tf
+from e2e_data import ROWS, SEED, config_for, score_raw_span, serving_versions
+from sklearn.metrics import roc_auc_score
 
 from components import validation as V
-from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
 from pipelines.cli import main as pipeline_cli
-from pipelines.config import load_config
 from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
-from simulator import catalog
 from simulator.generate import SimulationOptions, write_dataset
-
-ROWS = 4000
-SEED = 7
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    write_dataset(SimulationOptions(rows_per_span=ROWS, spans=2, seed=SEED), root / "data")
-    return root
-
-
-def config_for(workspace, *extra):
-    return load_config(
-        "local",
-        [
-            f"data.root={workspace / 'data'}",
-            f"output_root={workspace / 'outputs'}",
-            "training.train_steps=60",  # ~2 epochs of the 3,200 train rows: more overfits
-            "training.eval_steps=5",
-            "training.batch_size=128",
-            "evaluation.min_auc=0.6",
-            "evaluation.min_slice_auc=null",  # ~150-row device slices: too noisy for a bar
-            *extra,
-        ],
-    )
-
-
-def serving_versions(config):
-    return sorted(os.listdir(config.serving_dir)) if os.path.isdir(config.serving_dir) else []
-
-
-@pytest.fixture(scope="module")
-def first_run(workspace):
-    return run_local(config_for(workspace))[0]
 
 
 def test_first_run_blesses_and_pushes_a_model_near_the_bayes_ceiling(first_run, workspace):
@@ -76,17 +38,9 @@ def test_first_run_blesses_and_pushes_a_model_near_the_bayes_ceiling(first_run, 
 
 
 def test_pushed_model_scores_raw_examples(first_run, workspace):
-    model = tf.saved_model.load(first_run.pushed_destination)
-    rows = pd.read_csv(workspace / "data" / "span-2" / "impressions.csv")
-    features = rows.drop(columns=[catalog.LABEL, "impression_id"])
-    spec = model.signatures[RAW_SIGNATURE].structured_input_signature[1]
-    scores = model.signatures[RAW_SIGNATURE](
-        **{name: tf.constant(features[name].to_numpy(), dtype=spec[name].dtype) for name in spec}
-    )[OUTPUT_KEY].numpy()
-    assert scores.shape == (len(rows),) and np.all((scores > 0) & (scores < 1))
-    from sklearn.metrics import roc_auc_score
-
-    assert roc_auc_score(rows[catalog.LABEL], scores) > 0.7
+    labels, scores = score_raw_span(first_run.pushed_destination, workspace / "data" / "span-2")
+    assert scores.shape == labels.shape and np.all((scores > 0) & (scores < 1))
+    assert roc_auc_score(labels, scores) > 0.7
 
 
 def test_rerun_on_unchanged_data_hits_the_cache(first_run, workspace):
