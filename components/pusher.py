@@ -17,6 +17,7 @@ from tfx import types
 from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
@@ -26,9 +27,9 @@ SOURCE_FILE = "PUSHED_FROM"
 
 def newest_version(base_directory: str) -> str | None:
     """The highest numbered version folder (what TF Serving and KServe load), or None."""
-    if not os.path.isdir(base_directory):
+    if not fileio.isdir(base_directory):  # fileio: local paths and object stores (gs://) alike
         return None
-    versions = [v for v in os.listdir(base_directory) if v.isdigit()]
+    versions = [v.rstrip("/") for v in fileio.listdir(base_directory) if v.rstrip("/").isdigit()]
     return max(versions, key=int) if versions else None
 
 
@@ -47,7 +48,7 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         version = newest_version(base)
         source = os.path.join(base, version, SOURCE_FILE) if version else None
-        if self.CheckBlessing(input_dict) and source and os.path.exists(source):
+        if self.CheckBlessing(input_dict) and source and fileio.exists(source):
             if io_utils.read_string_file(source).strip() == model.uri:
                 model_push = artifact_utils.get_single_instance(
                     output_dict[standard_component_specs.PUSHED_MODEL_KEY]
