@@ -53,6 +53,7 @@ def build_model(
     dropout: float,
     l2: float,
     learning_rate: float,
+    steps_per_execution: int = 1,
 ) -> tf.keras.Model:
     """A compiled Keras model whose inputs are the transformed features (names ending `_xf`)."""
     require_keras_2()
@@ -97,5 +98,6 @@ def build_model(
         optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(),
         metrics=[tf.keras.metrics.AUC(name="auc", num_thresholds=2000)],
+        steps_per_execution=steps_per_execution,
     )
     return model

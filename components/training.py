@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from components.distribution import shard_by_data
 from components.model import build_model
 
 
@@ -73,30 +74,50 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def train(hparams: HParams, data: TrainData, *, verbose: int = 2) -> TrainResult:
-    """Trains for hparams.train_steps and evaluates on hparams.eval_steps eval batches."""
+def train(
+    hparams: HParams,
+    data: TrainData,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    steps_per_execution: int = 1,
+    backup_dir: str | None = None,
+    verbose: int = 2,
+) -> TrainResult:
+    """Trains for hparams.train_steps and evaluates on hparams.eval_steps eval batches.
+
+    `data` must be batched at the global batch (distribution.global_batch_size); each worker of a
+    multi-worker strategy reads its own shard. With `backup_dir`, a preempted worker resumes from
+    the last finished epoch (Keras BackupAndRestore) instead of starting over.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(hparams.seed)
-    model = build_model(
-        data.categorical_sizes,
-        embedding_dim=hparams.embedding_dim,
-        hidden_units=hparams.hidden_units,
-        cross_layers=hparams.cross_layers,
-        dropout=hparams.dropout,
-        l2=hparams.l2,
-        learning_rate=hparams.learning_rate,
-    )
+    with strategy.scope():
+        model = build_model(
+            data.categorical_sizes,
+            embedding_dim=hparams.embedding_dim,
+            hidden_units=hparams.hidden_units,
+            cross_layers=hparams.cross_layers,
+            dropout=hparams.dropout,
+            l2=hparams.l2,
+            learning_rate=hparams.learning_rate,
+            steps_per_execution=steps_per_execution,
+        )
+    callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
     # Up to 10 "epochs" of equal steps: progress lines without changing the total step count.
     epochs = min(10, hparams.train_steps)
     steps_per_epoch = math.ceil(hparams.train_steps / epochs)
     epochs = math.ceil(hparams.train_steps / steps_per_epoch)
     started = time.perf_counter()
     history = model.fit(
-        data.train,
+        shard_by_data(data.train),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
         verbose=verbose,
     )
-    evaluation = model.evaluate(data.eval.take(hparams.eval_steps), return_dict=True, verbose=0)
+    evaluation = model.evaluate(
+        shard_by_data(data.eval.take(hparams.eval_steps)), return_dict=True, verbose=0
+    )
     return TrainResult(
         model=model,
         metrics={k: float(v) for k, v in evaluation.items()},

@@ -90,6 +90,21 @@ class TrainingConfig(_Section):
     seed: int = 42
 
 
+class DistributionConfig(_Section):
+    """How the Trainer spreads training over devices and workers (components/distribution.py)."""
+
+    strategy: Literal["default", "mirrored", "multi_worker", "tpu", "auto"] = Field(
+        "default", description="auto = TPU if addressed, TF_CONFIG workers, GPUs, else one device"
+    )
+    steps_per_execution: int = Field(1, ge=1, description="steps per tf.function call")
+    tpu_address: str | None = Field(None, description="grpc://host:8470 or a TPU name")
+    backup: bool = Field(True, description="BackupAndRestore under the model run dir")
+    workers: int = Field(
+        2, ge=2, description="multi_worker on Kubeflow: TFJob workers (Trainer's resources each)"
+    )
+    job_timeout_s: int = Field(6 * 3600, ge=60, description="how long the Trainer waits for it")
+
+
 class EvaluationConfig(_Section):
     """TFMA thresholds that bless a model."""
 
@@ -181,6 +196,7 @@ class PipelineConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
+    distribution: DistributionConfig = DistributionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
 

@@ -229,6 +229,17 @@ def create_pipeline(
     training = config.training
     # Tuner slot: when a tuner step exists, pass hyperparameters=tuner.outputs["best_hyperparameters"]
     # here; run_fn prefers those values over custom_config["hyperparameters"].
+    trainer_config = {
+        # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
+        "hyperparameters": training.model_dump(exclude={"train_steps", "eval_steps"}),
+        "transform": config.transform.model_dump(),
+        "distribution": config.distribution.model_dump(exclude={"workers", "job_timeout_s"}),
+    }
+    if config.distribution.strategy == "multi_worker":
+        if kubeflow:
+            trainer_config["tfjob"] = _tfjob_settings(config)
+        else:  # worker processes on this machine (components.local_workers)
+            trainer_config["local_workers"] = config.distribution.workers
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -238,11 +249,7 @@ def create_pipeline(
             params.train_args if kubeflow else tfx.proto.TrainArgs(num_steps=training.train_steps)
         ),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
-        custom_config={
-            # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
-            "hyperparameters": training.model_dump(exclude={"train_steps", "eval_steps"}),
-            "transform": config.transform.model_dump(),
-        },
+        custom_config=trainer_config,
     )
 
     evaluator_inputs = {}
@@ -274,6 +281,8 @@ def create_pipeline(
     if kubeflow:
         for component in components:
             resources = config.kubeflow.resources.get(component.id)
+            if component is trainer and "tfjob" in trainer_config:
+                continue  # the pod only waits for the TFJob; its workers get these resources
             if resources is not None:
                 component.with_platform_config(_resource_spec(resources))
 
@@ -285,6 +294,24 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam.pipeline_args(),
     )
+
+
+def _tfjob_settings(config: PipelineConfig) -> dict:
+    """components.tfjob.TFJobSettings for the Trainer's TFJob: each worker gets the Trainer's
+    resources, the image and the PVC every step uses."""
+    resources = config.kubeflow.resources.get("Trainer")
+    return {
+        "image": config.kubeflow.image,
+        "namespace": config.kubeflow.namespace,
+        "workers": config.distribution.workers,
+        "cpu": resources.cpu if resources else None,
+        "memory_gb": resources.memory_gb if resources else None,
+        "accelerator_type": resources.accelerator_type if resources else None,
+        "accelerator_count": resources.accelerator_count if resources else 0,
+        "pvc_name": config.kubeflow.pvc_name,
+        "mount_path": config.kubeflow.pvc_mount_path,
+        "timeout_s": config.distribution.job_timeout_s,
+    }
 
 
 def _resource_spec(resources):

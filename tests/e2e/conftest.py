@@ -5,6 +5,7 @@ import pytest
 from e2e_data import ROWS, SEED, config_for
 
 from pipelines.local_runner import run_local
+from pipelines.metadata import latest_run, open_store
 from simulator.generate import SimulationOptions, write_dataset
 
 
@@ -17,9 +18,15 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def first_run(workspace):
-    """The local runner on the newest span: span 2, as every user of this fixture asks for it
-    before test_local_pipeline adds spans 3 and 4."""
-    run = run_local(config_for(workspace))[0]
+def first_run_outputs(workspace):
+    """The local runner on the newest span (span 2: every user of this fixture asks for it before
+    test_local_pipeline adds spans 3 and 4), and its nodes read back from ML Metadata at once."""
+    config = config_for(workspace)
+    run = run_local(config)[0]
     assert run.span == 2, run.span
-    return run
+    return run, latest_run(open_store(config.metadata_path), config.name)
+
+
+@pytest.fixture(scope="session")
+def first_run(first_run_outputs):
+    return first_run_outputs[0]

@@ -180,3 +180,20 @@ def test_what_tfx_emits_for_the_local_dag_is_refused_by_checker_and_harness(tmp_
     kfp_spec.write_package(tmp_path / "local.yaml", spec, None)
     with pytest.raises(HarnessError, match="refusing to run"):
         LocalKfpHarness(tmp_path / "local.yaml")
+
+
+def test_multi_worker_on_kubeflow_hands_training_to_a_tfjob():
+    config = load_config(
+        "kubeflow", ["distribution.strategy=multi_worker", "distribution.workers=3", *GPU]
+    )
+    spec, _ = compile_spec(config)
+    trainer = kfp_spec.executor_of(spec, "Trainer")["container"]
+    assert "resources" not in trainer  # the pod only waits; the workers get the GPUs
+    custom = json.loads(
+        tasks_of(spec)["Trainer"]["inputs"]["parameters"]["custom_config"]["runtimeValue"][
+            "constant"
+        ]
+    )
+    job = custom["tfjob"]
+    assert (job["workers"], job["accelerator_count"], job["image"]) == (3, 2, config.kubeflow.image)
+    assert custom["distribution"]["strategy"] == "multi_worker"

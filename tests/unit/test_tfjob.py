@@ -1,0 +1,199 @@
+"""The Trainer's TFJob launcher (multi-worker training on Kubeflow) against a local stand-in of the
+Kubernetes API endpoints it calls: create, get and delete of kubeflow.org/v1 tfjobs in a namespace,
+served over HTTP to the real kubernetes client. The stand-in plays the Training Operator's part by
+answering with the conditions a TFJob goes through (Created, Running, then Succeeded or Failed)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+from kubernetes import client
+from test_manifests import round_trip_differences
+
+from components import tfjob
+from pipelines.config import load_config
+from pipelines.pipeline import _tfjob_settings
+
+BASE = "/apis/kubeflow.org/v1/namespaces/team/tfjobs"
+
+
+class StandIn:
+    """In-memory tfjobs; each GET advances a job one condition along `script`."""
+
+    def __init__(self, script):
+        self.script = script
+        self.jobs, self.requests, self.fail_create = {}, [], None
+
+    def handle(self, method, path, body):
+        self.requests.append((method, path))
+        if method == "POST" and path == BASE:
+            if self.fail_create:
+                return self.fail_create, {"kind": "Status", "message": "denied"}
+            self.jobs[body["metadata"]["name"]] = {**body, "status": {"conditions": []}, "_n": 0}
+            return 201, body
+        name = path.rsplit("/", 1)[-1]
+        if not path.startswith(BASE + "/") or name not in self.jobs:
+            return 404, {"kind": "Status", "message": f"{path} not found"}
+        job = self.jobs[name]
+        if method == "GET":
+            step = self.script[min(job["_n"], len(self.script) - 1)]
+            job["_n"] += 1
+            job["status"]["conditions"].append(
+                {"type": step[0], "status": "True", "message": step[1]}
+            )
+            return 200, {k: v for k, v in job.items() if k != "_n"}
+        if method == "DELETE":
+            del self.jobs[name]
+            return 200, {"kind": "Status", "status": "Success"}
+        return 405, {"message": method}
+
+
+@pytest.fixture
+def api_for():
+    servers = []
+
+    def start(script):
+        state = StandIn(script)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                status, payload = state.handle(self.command, self.path.split("?")[0], body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _reply
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+        return client.CustomObjectsApi(client.ApiClient(configuration)), state
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+SETTINGS = tfjob.TFJobSettings(
+    image="ghcr.io/x/shop-ranking:1",
+    namespace="team",
+    workers=3,
+    cpu=4,
+    memory_gb=16,
+    accelerator_type="nvidia.com/gpu",
+    accelerator_count=1,
+    pvc_name="shop-ranking-store",
+    poll_s=0,
+)
+FN_ARGS = SimpleNamespace(
+    transform_output="/mnt/shop/t/graph",
+    train_files=["/mnt/shop/t/ex/Split-train/*"],
+    eval_files=["/mnt/shop/t/ex/Split-eval/*"],
+    serving_model_dir="/mnt/shop/t/model/Format-Serving",
+    model_run_dir="/mnt/shop/t/model_run",
+)
+
+
+def manifest():
+    args = tfjob.worker_args_for(FN_ARGS, {"train_steps": 10}, None, {"strategy": "multi_worker"})
+    return tfjob.tfjob_manifest(tfjob.job_name(FN_ARGS.model_run_dir), SETTINGS, args)
+
+
+def test_manifest_runs_the_worker_entry_point_with_the_trainers_resources():
+    job = manifest()
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 3
+    template = worker["template"]
+    assert round_trip_differences(template, "V1PodTemplateSpec") == []
+    container = template["spec"]["containers"][0]
+    assert container["name"] == "tensorflow" and container["image"] == SETTINGS.image
+    assert container["command"] == ["python", "-m", "components.train_worker"]
+    assert container["args"][container["args"].index("--serving-model-dir") + 1] == (
+        FN_ARGS.serving_model_dir
+    )
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16G", "nvidia.com/gpu": "1"}
+    assert template["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == SETTINGS.pvc_name
+    from components.train_worker import parse_args
+
+    parsed = parse_args(container["args"])  # the entry point accepts exactly these flags
+    assert json.loads(parsed.distribution)["strategy"] == "multi_worker"
+
+
+def test_a_job_that_succeeds_is_waited_for_and_deleted(api_for):
+    api, state = api_for([("Created", ""), ("Running", ""), ("Succeeded", "done")])
+    job = tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+    assert [c["type"] for c in job["status"]["conditions"]] == ["Created", "Running", "Succeeded"]
+    methods = [m for m, _ in state.requests]
+    assert methods == ["POST", "GET", "GET", "GET", "DELETE"] and not state.jobs
+
+
+def test_a_failed_job_fails_the_step_with_its_message(api_for):
+    api, state = api_for([("Created", ""), ("Failed", "worker-1 OOMKilled")])
+    with pytest.raises(tfjob.TFJobError, match="team/shop-ranking-train-.* failed: worker-1 OOM"):
+        tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+    assert not state.jobs  # deleted even so
+
+
+def test_a_job_that_never_ends_times_out(api_for):
+    api, _ = api_for([("Created", ""), ("Running", "")])
+    ticks = iter(range(0, 10_000, 600))
+    settings = tfjob.TFJobSettings(image="i", namespace="team", timeout_s=1800, poll_s=0)
+    with pytest.raises(tfjob.TFJobError, match="did not finish within 1800s"):
+        tfjob.run_tfjob(api, manifest(), settings, log=lambda _: None, clock=lambda: next(ticks))
+
+
+def test_a_refused_create_names_the_status(api_for):
+    api, state = api_for([("Succeeded", "")])
+    state.fail_create = 403
+    with pytest.raises(tfjob.TFJobError, match="create failed: HTTP 403"):
+        tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+
+
+def test_settings_come_from_the_pipeline_config():
+    config = load_config(
+        "kubeflow",
+        [
+            "distribution.strategy=multi_worker",
+            "distribution.workers=4",
+            "kubeflow.resources.Trainer.accelerator_type=nvidia.com/gpu",
+            "kubeflow.resources.Trainer.accelerator_count=2",
+        ],
+    )
+    settings = tfjob.TFJobSettings.from_mapping(_tfjob_settings(config))
+    assert (settings.workers, settings.accelerator_count, settings.pvc_name) == (
+        4,
+        2,
+        "shop-ranking-store",
+    )
+    assert settings.image == config.kubeflow.image
+
+
+def test_the_pipeline_runner_may_launch_and_clean_up_tfjobs():
+    from test_manifests import _render
+
+    objects = _render()
+    role = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "shop-ranking-tfjob-launcher" and o["kind"] == "Role"
+    )
+    rule = role["rules"][0]
+    assert rule["apiGroups"] == [tfjob.GROUP] and rule["resources"] == [tfjob.PLURAL]
+    assert {"create", "get", "delete"} <= set(rule["verbs"])
+    binding = next(
+        o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "shop-ranking-tfjob-launcher"
+    )
+    assert binding["subjects"][0]["name"] == "pipeline-runner"
