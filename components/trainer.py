@@ -117,6 +117,7 @@ def train_and_export(
         hparams,
         transform_params,
         replicas=strategy.num_replicas_in_sync,
+        cache=bool(distribution.get("cache_examples", False)),
     )
     chief = is_chief()
     # One path for all workers: Keras' BackupAndRestore gives non-chief workers their own copy.

@@ -19,8 +19,37 @@ def make_dataset(
     *,
     repeat: bool,
     seed: int,
+    cache: bool = False,
+    shuffle_buffer: int = 1_000,
 ) -> tf.data.Dataset:
-    """(features, label) batches: files read and parsed in parallel (autotuned), prefetched."""
+    """(features, label) batches: files read and parsed in parallel (autotuned), prefetched.
+
+    cache=True (training data that fits in memory): the first pass decompresses, parses and
+    batches the TFRecords once into memory; later epochs only reshuffle the batches, so the CPU
+    spends its time on the model (figures: benchmarks/training_throughput.py, BENCHMARKS.md).
+    """
+    if cache and repeat:
+        batches = tf.data.experimental.make_batched_features_dataset(
+            file_pattern=file_pattern,
+            batch_size=batch_size,
+            features=tf_transform_output.transformed_feature_spec(),
+            reader=lambda files: tf.data.TFRecordDataset(files, compression_type="GZIP"),
+            label_key=F.LABEL,
+            num_epochs=1,
+            shuffle=True,  # examples shuffled once, on the way into the cache
+            shuffle_seed=seed,
+            sloppy_ordering=False,
+            reader_num_threads=tf.data.AUTOTUNE,
+            parser_num_threads=tf.data.AUTOTUNE,
+        )
+        # Cached as parsed batches; every epoch reshuffles the batch order (a batch keeps its
+        # examples: the price of not re-batching each example every epoch).
+        return (
+            batches.cache()
+            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .prefetch(tf.data.AUTOTUNE)
+        )
     return tf.data.experimental.make_batched_features_dataset(
         file_pattern=file_pattern,
         batch_size=batch_size,
@@ -44,12 +73,15 @@ def load_train_data(
     hparams: HParams,
     transform_params: Mapping[str, int] | None = None,
     replicas: int = 1,
+    cache: bool = False,
 ) -> tuple[TrainData, tft.TFTransformOutput]:
     """Datasets batched at the global batch: hparams.batch_size per replica x replicas."""
     tf_transform_output = tft.TFTransformOutput(transform_output_dir)
     batch = hparams.batch_size * replicas
     data = TrainData(
-        train=make_dataset(train_files, tf_transform_output, batch, repeat=True, seed=hparams.seed),
+        train=make_dataset(
+            train_files, tf_transform_output, batch, repeat=True, seed=hparams.seed, cache=cache
+        ),
         eval=make_dataset(eval_files, tf_transform_output, batch, repeat=False, seed=hparams.seed),
         categorical_sizes=categorical_sizes(tf_transform_output, params_from(transform_params)),
     )

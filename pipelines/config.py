@@ -99,6 +99,9 @@ class DistributionConfig(_Section):
     steps_per_execution: int = Field(1, ge=1, description="steps per tf.function call")
     tpu_address: str | None = Field(None, description="grpc://host:8470 or a TPU name")
     backup: bool = Field(True, description="BackupAndRestore under the model run dir")
+    cache_examples: bool = Field(
+        False, description="parse the train TFRecords once into memory (when they fit)"
+    )
     workers: int = Field(
         2, ge=2, description="multi_worker on Kubeflow: TFJob workers (Trainer's resources each)"
     )
