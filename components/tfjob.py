@@ -10,7 +10,6 @@ does not finish in time.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,24 +145,6 @@ def run_tfjob(
                 api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             except ApiException as err:
                 log(f"{where}: delete failed (HTTP {err.status}); remove it by hand")
-
-
-def worker_args_for(fn_args: Any, hparams: dict, transform: dict | None, distribution: dict):
-    """The train_worker command line for the Trainer's inputs and outputs (same paths in pods)."""
-    return [
-        "--transform-output", fn_args.transform_output,
-        "--train-files", *_as_list(fn_args.train_files),
-        "--eval-files", *_as_list(fn_args.eval_files),
-        "--serving-model-dir", fn_args.serving_model_dir,
-        "--model-run-dir", fn_args.model_run_dir,
-        "--hparams", json.dumps(hparams),
-        "--transform-params", json.dumps(transform or {}),
-        "--distribution", json.dumps({**distribution, "strategy": "multi_worker"}),
-    ]  # fmt: skip
-
-
-def _as_list(files: str | list[str]) -> list[str]:
-    return [files] if isinstance(files, str) else list(files)
 
 
 def job_name(model_run_dir: str) -> str:

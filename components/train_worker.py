@@ -11,8 +11,30 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def worker_args(
+    fn_args: Any, hparams: dict, transform: dict | None, distribution: dict
+) -> list[str]:
+    """This entry point's flags for a Trainer's inputs and outputs: what local workers and TFJob
+    pods run (the paths are the same in the pods: shared storage)."""
+    return [
+        "--transform-output", fn_args.transform_output,
+        "--train-files", *_as_list(fn_args.train_files),
+        "--eval-files", *_as_list(fn_args.eval_files),
+        "--serving-model-dir", fn_args.serving_model_dir,
+        "--model-run-dir", fn_args.model_run_dir,
+        "--hparams", json.dumps(hparams),
+        "--transform-params", json.dumps(transform or {}),
+        "--distribution", json.dumps({**distribution, "strategy": "multi_worker"}),
+    ]  # fmt: skip
+
+
+def _as_list(files: str | list[str]) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -34,23 +34,23 @@ def hparams_from_fn_args(fn_args: Any) -> HParams:
 def run_fn(fn_args: Any) -> None:
     """Entry point TFX's Trainer calls (by import path: components.trainer.run_fn)."""
     custom = fn_args.custom_config or {}
+    hparams = hparams_from_fn_args(fn_args)
     if custom.get("tfjob"):  # Kubeflow + multi_worker: the workers run in a TFJob
-        launch_tfjob(fn_args, hparams_from_fn_args(fn_args), custom)
+        launch_tfjob(fn_args, hparams, custom)
         return
     if custom.get("local_workers"):  # local + multi_worker: worker processes on this machine
-        from components import tfjob
         from components.local_workers import run_local_workers
+        from components.train_worker import worker_args
 
-        hparams = hparams_from_fn_args(fn_args)
         run_local_workers(
             int(custom["local_workers"]),
-            tfjob.worker_args_for(
+            worker_args(
                 fn_args, hparams.to_dict(), custom.get("transform"), custom["distribution"]
             ),
         )
         return
     train_and_export(
-        hparams_from_fn_args(fn_args),
+        hparams,
         custom.get("distribution", {}),
         transform_output=fn_args.transform_output,
         train_files=fn_args.train_files,
@@ -66,12 +66,13 @@ def launch_tfjob(fn_args: Any, hparams: HParams, custom: dict[str, Any]) -> None
     from kubernetes import client, config
 
     from components import tfjob
+    from components.train_worker import worker_args
 
     settings = tfjob.TFJobSettings.from_mapping(custom["tfjob"])
     manifest = tfjob.tfjob_manifest(
         tfjob.job_name(fn_args.model_run_dir),
         settings,
-        tfjob.worker_args_for(
+        worker_args(
             fn_args, hparams.to_dict(), custom.get("transform"), custom.get("distribution", {})
         ),
     )

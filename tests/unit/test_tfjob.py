@@ -13,6 +13,7 @@ from kubernetes import client
 from test_manifests import round_trip_differences
 
 from components import tfjob
+from components.train_worker import worker_args
 from pipelines.config import load_config
 from pipelines.pipeline import _tfjob_settings
 
@@ -106,7 +107,7 @@ FN_ARGS = SimpleNamespace(
 
 
 def manifest():
-    args = tfjob.worker_args_for(FN_ARGS, {"train_steps": 10}, None, {"strategy": "multi_worker"})
+    args = worker_args(FN_ARGS, {"train_steps": 10}, None, {"strategy": "multi_worker"})
     return tfjob.tfjob_manifest(tfjob.job_name(FN_ARGS.model_run_dir), SETTINGS, args)
 
 
