@@ -46,8 +46,11 @@ class TFJobSettings:
         return cls(**values)
 
 
-def tfjob_manifest(name: str, settings: TFJobSettings, worker_args: list[str]) -> dict[str, Any]:
-    """A TFJob with `workers` identical Worker replicas (worker 0 is the chief that exports)."""
+def pod_spec(
+    settings: TFJobSettings, container_name: str, command: list[str], args: list[str]
+) -> dict[str, Any]:
+    """One container running the image with the step's resources, env and the shared volume
+    (TFJob workers here; Katib trial pods in components.tuning.experiment)."""
     limits: dict[str, str] = {}
     if settings.cpu:
         limits["cpu"] = str(settings.cpu)
@@ -56,21 +59,30 @@ def tfjob_manifest(name: str, settings: TFJobSettings, worker_args: list[str]) -
     if settings.accelerator_type:
         limits[settings.accelerator_type] = str(settings.accelerator_count)
     container: dict[str, Any] = {
-        "name": "tensorflow",  # the container name the Training Operator looks for
+        "name": container_name,
         "image": settings.image,
-        "command": ["python", "-m", "components.train_worker"],
-        "args": list(worker_args),
+        "command": list(command),
+        "args": list(args),
         "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())],
         "resources": {"requests": dict(limits), "limits": dict(limits)} if limits else {},
     }
-    pod_spec: dict[str, Any] = {"containers": [container]}
+    spec: dict[str, Any] = {"containers": [container]}
     if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+        spec["serviceAccountName"] = settings.service_account
     if settings.pvc_name:
         container["volumeMounts"] = [{"name": "store", "mountPath": settings.mount_path}]
-        pod_spec["volumes"] = [
+        spec["volumes"] = [
             {"name": "store", "persistentVolumeClaim": {"claimName": settings.pvc_name}}
         ]
+    return spec
+
+
+def tfjob_manifest(name: str, settings: TFJobSettings, worker_args: list[str]) -> dict[str, Any]:
+    """A TFJob with `workers` identical Worker replicas (worker 0 is the chief that exports)."""
+    # "tensorflow" is the container name the Training Operator looks for.
+    spec = pod_spec(
+        settings, "tensorflow", ["python", "-m", "components.train_worker"], worker_args
+    )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TFJob",
@@ -85,7 +97,7 @@ def tfjob_manifest(name: str, settings: TFJobSettings, worker_args: list[str]) -
                 "Worker": {
                     "replicas": settings.workers,
                     "restartPolicy": "OnFailure",  # with BackupAndRestore: resume, not restart
-                    "template": {"spec": pod_spec},
+                    "template": {"spec": spec},
                 }
             },
         },

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,13 +81,15 @@ def train(
     strategy: tf.distribute.Strategy | None = None,
     steps_per_execution: int = 1,
     backup_dir: str | None = None,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     verbose: int = 2,
 ) -> TrainResult:
     """Trains for hparams.train_steps and evaluates on hparams.eval_steps eval batches.
 
     `data` must be batched at the global batch (distribution.global_batch_size); each worker of a
     multi-worker strategy reads its own shard. With `backup_dir`, a preempted worker resumes from
-    the last finished epoch (Keras BackupAndRestore) instead of starting over.
+    the last finished epoch (Keras BackupAndRestore) instead of starting over. `callbacks` run
+    at every epoch end (a Katib trial reports its objective there).
     """
     strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(hparams.seed)
@@ -102,7 +104,10 @@ def train(
             learning_rate=hparams.learning_rate,
             steps_per_execution=steps_per_execution,
         )
-    callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    callbacks = [
+        *([tf.keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []),
+        *callbacks,
+    ]
     # Up to 10 "epochs" of equal steps: progress lines without changing the total step count.
     epochs = min(10, hparams.train_steps)
     steps_per_epoch = math.ceil(hparams.train_steps / epochs)

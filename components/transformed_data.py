@@ -86,3 +86,44 @@ def load_train_data(
         categorical_sizes=categorical_sizes(tf_transform_output, params_from(transform_params)),
     )
     return data, tf_transform_output
+
+
+def holdout_datasets(
+    file_pattern: str | list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    *,
+    every: int,
+    seed: int,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(train, validation) from one split: every `every`-th record validates, the rest train.
+
+    A tuning trial selects on this held-out share of the train split, so the eval split stays
+    unseen until the Evaluator judges the tuned model. Records are read in file order (the split
+    is the same for every trial) and kept in memory as serialized bytes after the first pass.
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {patterns}")
+    spec = tf_transform_output.transformed_feature_spec()
+
+    def parse(serialized):
+        features = tf.io.parse_example(serialized, spec)
+        return features, features.pop(F.LABEL)
+
+    indexed = tf.data.TFRecordDataset(files, compression_type="GZIP").enumerate()
+    train = indexed.filter(lambda i, _: i % every != 0).map(lambda _, record: record)
+    validation = indexed.filter(lambda i, _: i % every == 0).map(lambda _, record: record)
+    train = (
+        train.cache()
+        .shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    validation = (
+        validation.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    )
+    return train, validation
