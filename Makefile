@@ -25,18 +25,20 @@ COMPILE_ARGS ?=
 GOLDEN := tests/golden/kfp_pipeline.yaml
 KFP_LATEST_VENV := .cache/kfp-latest
 
-.PHONY: help env lock run data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
-	compile golden check-kfp-latest
+.PHONY: help env lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
+	compile golden check-kfp-latest katib-manifest
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
 	@echo "make test   - set up if needed, run the whole test suite"
+	@echo "make tune   - make run with the KatibTuner step (local trials); prints tuned vs untuned AUC"
 	@echo "make env    - create $(VENV) from requirements.lock"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
 	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
 	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
 	@echo "make compile - compile the Kubeflow Pipelines v2 package (extra flags: COMPILE_ARGS='--output PATH')"
 	@echo "make golden  - regenerate $(GOLDEN)"
+	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from conf/kubeflow.yaml"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -63,6 +65,11 @@ data: $(DATA)/manifest.json
 
 run: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) $(RUN_ARGS)
+
+# The same run with the KatibTuner step (local backend; conf/local.yaml's tuning section).
+# After `make run`, the Evaluator compares the tuned model with the untuned one on the same rows.
+tune: $(VENV)/.installed $(DATA)/manifest.json
+	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) --set tuning.enabled=true $(RUN_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
@@ -100,6 +107,9 @@ clean:
 
 compile: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline compile $(COMPILE_ARGS)
+
+katib-manifest: $(VENV)/.installed
+	$(VENV)/bin/shop-pipeline katib-manifest --config kubeflow --output manifests/katib/experiment.yaml
 
 golden: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline compile --config kubeflow --output $(GOLDEN)

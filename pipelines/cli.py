@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_config_args(compile_, default="kubeflow")
     compile_.add_argument("--output", help="package path (default: kubeflow.package_path)")
+    manifest = commands.add_parser(
+        "katib-manifest", help="write the Katib Experiment of the tuning section (YAML)"
+    )
+    _add_config_args(manifest, default="kubeflow")
+    manifest.add_argument(
+        "--output", default="manifests/katib/experiment.yaml", help="where to write it ('-': stdout)"
+    )
     submit = commands.add_parser(
         "submit", help="upload the package as a new pipeline version and start a run"
     )
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "submit":
         return _submit(config, args)
+    if args.command == "katib-manifest":
+        return _katib_manifest(config, args)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
@@ -111,6 +120,19 @@ def _compile(config, output: str | None) -> int:
         return 2
     print(f"compiled {config.name} for Kubeflow Pipelines v2: {path}")
     print(f"  image {config.kubeflow.image}; upload it in the KFP UI or `shop-pipeline submit`")
+    return 0
+
+
+def _katib_manifest(config, args) -> int:
+    from components.tuning.experiment import manifest_text
+
+    source = args.config if args.config.endswith(".yaml") else f"conf/{args.config}.yaml"
+    text = manifest_text(config, source)
+    if args.output == "-":
+        print(text, end="")
+    else:
+        _write(args.output, text)
+        print(f"wrote the Katib Experiment of {source} to {args.output}")
     return 0
 
 

@@ -393,6 +393,22 @@ class PipelineConfig(_Section):
     def summary_path(self) -> str:
         return self._under_output_root("run_summary.json")
 
+    def trainer_pod(self) -> dict[str, Any]:
+        """The pods that train outside the Trainer's own (TFJob workers, Katib trials): the
+        image, namespace and PVC every step uses, the Trainer's resources
+        (components.tfjob.TFJobSettings fields)."""
+        resources = self.kubeflow.resources.get("Trainer") or StepResources()
+        return {
+            "image": self.kubeflow.image,
+            "namespace": self.kubeflow.namespace,
+            "cpu": resources.cpu,
+            "memory_gb": resources.memory_gb,
+            "accelerator_type": resources.accelerator_type,
+            "accelerator_count": resources.accelerator_count,
+            "pvc_name": self.kubeflow.pvc_name,
+            "mount_path": self.kubeflow.pvc_mount_path,
+        }
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the field."""

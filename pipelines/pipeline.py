@@ -14,6 +14,7 @@ from tfx.proto import range_config_pb2
 from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import IdempotentPusher
 from components.span_example_gen import SpanCsvExampleGen
+from components.tuning.component import KatibTuner, TunerSettings
 from components.validation_components import DriftValidator, ValidationGate
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.spans import SpanSelection, select_spans
@@ -227,8 +228,14 @@ def create_pipeline(
     transform.add_upstream_node(gate)  # nothing downstream of the gate runs on bad data
 
     training = config.training
-    # Tuner slot: when a tuner step exists, pass hyperparameters=tuner.outputs["best_hyperparameters"]
-    # here; run_fn prefers those values over custom_config["hyperparameters"].
+    tuner = None
+    if config.tuning.enabled:
+        tuner = KatibTuner(
+            transformed_examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            settings=_tuner_settings(config, kubeflow).to_json(),
+        )
     trainer_config = {
         # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
         "hyperparameters": training.model_dump(exclude={"train_steps", "eval_steps"}),
@@ -250,6 +257,8 @@ def create_pipeline(
         ),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config=trainer_config,
+        # run_fn prefers the tuner's values over custom_config["hyperparameters"].
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     )
 
     evaluator_inputs = {}
@@ -277,12 +286,14 @@ def create_pipeline(
             )
         ),
     ).with_id("Pusher")
-    components += [gate, transform, trainer, evaluator, pusher]
+    components += [gate, transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
     if kubeflow:
         for component in components:
             resources = config.kubeflow.resources.get(component.id)
             if component is trainer and "tfjob" in trainer_config:
                 continue  # the pod only waits for the TFJob; its workers get these resources
+            if component is tuner and config.tuning.backend == "cluster":
+                continue  # the pod only waits for Katib; the trial pods get the Trainer's
             if resources is not None:
                 component.with_platform_config(_resource_spec(resources))
 
@@ -299,19 +310,23 @@ def create_pipeline(
 def _tfjob_settings(config: PipelineConfig) -> dict:
     """components.tfjob.TFJobSettings for the Trainer's TFJob: each worker gets the Trainer's
     resources, the image and the PVC every step uses."""
-    resources = config.kubeflow.resources.get("Trainer")
     return {
-        "image": config.kubeflow.image,
-        "namespace": config.kubeflow.namespace,
+        **config.trainer_pod(),
         "workers": config.distribution.workers,
-        "cpu": resources.cpu if resources else None,
-        "memory_gb": resources.memory_gb if resources else None,
-        "accelerator_type": resources.accelerator_type if resources else None,
-        "accelerator_count": resources.accelerator_count if resources else 0,
-        "pvc_name": config.kubeflow.pvc_name,
-        "mount_path": config.kubeflow.pvc_mount_path,
         "timeout_s": config.distribution.job_timeout_s,
     }
+
+
+def _tuner_settings(config: PipelineConfig, kubeflow: bool) -> TunerSettings:
+    """KatibTuner's parameter: the search, the training values it starts from and, for the
+    cluster backend, the trial pods (the Trainer's resources, the image and the PVC)."""
+    return TunerSettings(
+        pipeline_name=config.name,
+        tuning=config.tuning.model_dump(),
+        training=config.training.model_dump(),
+        transform=config.transform.model_dump(),
+        pod=config.trainer_pod() if config.tuning.backend == "cluster" else {},
+    )
 
 
 def _resource_spec(resources):

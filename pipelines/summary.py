@@ -38,6 +38,8 @@ class RunSummary:
     stages: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_by_slice: dict[str, dict[str, float]] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] = field(default_factory=dict)  # latest blessed model
+    tuning: dict | None = None  # KatibTuner's report (components/tuning/report.py)
     eval_rows: int | None = None
     bayes_auc: float | None = None
     blessed: bool | None = None
@@ -88,9 +90,14 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
     return out
 
 
-def tfma_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def tfma_metrics(
+    evaluation_uri: str, model: str = "candidate"
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Overall and per-slice metrics of the candidate (or, model="baseline", of the latest
+    blessed model the Evaluator compared it with, on the same rows)."""
     import tensorflow_model_analysis as tfma
 
+    names = ("", "candidate") if model == "candidate" else (model,)
     overall: dict[str, float] = {}
     by_slice: dict[str, dict[str, float]] = {}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
@@ -98,7 +105,7 @@ def tfma_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, dict[
         name = tfma.slicer.stringify_slice_key(key)
         values = {}
         for item in metrics_for_slice.metric_keys_and_values:
-            if item.key.is_diff or item.key.model_name not in ("", "candidate"):
+            if item.key.is_diff or item.key.model_name not in names:
                 continue
             if item.value.HasField("double_value"):
                 values[item.key.name] = float(item.value.double_value.value)
@@ -133,7 +140,14 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
         summary.metrics, summary.metrics_by_slice = tfma_metrics(
             evaluator.outputs["evaluation"][-1].uri
         )
+        summary.baseline_metrics, _ = tfma_metrics(
+            evaluator.outputs["evaluation"][-1].uri, model="baseline"
+        )
         summary.blessed = bool(custom_property(evaluator.outputs["blessing"][-1], "blessed"))
+    if (tuner := nodes.get("KatibTuner")) and tuner.outputs.get("tuning_report"):
+        from components.tuning.component import read_report
+
+        summary.tuning = asdict(read_report(tuner.outputs["tuning_report"][-1].uri))
     if (pusher := nodes.get("Pusher")) and pusher.state in ("COMPLETE", "CACHED"):
         pushed = pusher.outputs["pushed_model"][-1]
         summary.pushed = bool(custom_property(pushed, "pushed"))
@@ -184,6 +198,14 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
                 f"    {name}: AUC {values.get('auc', float('nan')):.4f}, "
                 f"n={values.get('example_count', 0):.0f}"
             )
+    if summary.baseline_metrics.get("auc") is not None and m:
+        base = summary.baseline_metrics["auc"]
+        lines.append(
+            f"  previous blessed model on the same rows: AUC {base:.4f} "
+            f"(this model {m.get('auc', float('nan')) - base:+.4f})"
+        )
+    if summary.tuning:
+        lines.extend(render_tuning(summary.tuning))
     if summary.blessed is not None:
         lines.append(f"  blessed: {'yes' if summary.blessed else 'NO (thresholds not met)'}")
     if summary.pushed:
@@ -192,6 +214,28 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
         lines.append("  not pushed: the serving folder keeps its previous model")
     lines.append(f"  artifacts: {summary.pipeline_root}  |  ML Metadata: {summary.metadata_path}")
     return "\n".join(lines)
+
+
+def render_tuning(tuning: dict) -> list[str]:
+    """The search in a few lines: budget, the start trial (training's values) and the best."""
+    trials, best = tuning["trials"], tuning["best"] or {}
+    metric = tuning["objective_metric"]
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial["status"]] = counts.get(trial["status"], 0) + 1
+    lines = [
+        f"  tuning ({tuning['backend']}, {tuning['algorithm']}, {tuning['seconds']:.0f}s): "
+        + ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
+    ]
+    start = next((t for t in trials if t.get("start_point")), None)
+    if start and start.get("objective") is not None:
+        lines.append(f"    training's values: held-out {metric} {start['objective']:.4f}")
+    if best:
+        values = " ".join(f"{k}={v}" for k, v in best["values"].items())
+        lines.append(
+            f"    best {best['name']}: held-out {metric} {best['objective']:.4f} -> Trainer: {values}"
+        )
+    return lines
 
 
 def calibration_buckets(config: PipelineConfig, groups: int = 12):

@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient, V1ObjectMeta
 
 from components.tfjob import TFJobSettings, pod_spec
 from components.tuning.search_space import parameter_specs, trial_flags
-from pipelines.config import TrainingConfig, TuningConfig
+from pipelines.config import PipelineConfig, TrainingConfig, TuningConfig
 
 API_VERSION, KIND = "kubeflow.org/v1beta1", "Experiment"
 TRIAL_MODULE = "components.tuning.trial"
@@ -149,3 +149,35 @@ def experiment_name(pipeline_name: str, run_key: str) -> str:
     """A DNS-1123 name, unique per pipeline run, short enough for Katib's trial Job names."""
     suffix = re.sub(r"[^a-z0-9]", "", run_key.lower())[-10:] or "0"
     return f"{pipeline_name[:28].rstrip('-')}-tune-{suffix}"
+
+
+MANIFEST_HEADER = """\
+# Generated from {source}'s tuning section by `make katib-manifest`
+# (shop-pipeline katib-manifest --config kubeflow). Do not edit: tests/unit/test_tuning_manifests.py
+# fails when this file and the config disagree.
+# The Experiment the KatibTuner step creates (there with the Transform outputs of its run); as it is
+# here, its trials tune on the newest Transform output under the pipeline root (--latest-under):
+#   kubectl create -f manifests/katib/experiment.yaml    (needs Katib 0.16+, the PVC, the image)
+"""
+
+
+def standalone_experiment(config: PipelineConfig) -> katib.V1beta1Experiment:
+    """The Experiment as the pipeline step would create it, reading the newest Transform output
+    under config.pipeline_root instead of one run's artifacts."""
+    tuning = config.tuning
+    args = fixed_trial_args(
+        tuning,
+        config.training,
+        config.transform.model_dump(),
+        [f"--latest-under={config.pipeline_root}"],
+    )
+    return build_experiment(
+        f"{config.name[:28].rstrip('-')}-tune", tuning, TFJobSettings(**config.trainer_pod()), args
+    )
+
+
+def manifest_text(config: PipelineConfig, source: str) -> str:
+    import yaml
+
+    body = yaml.safe_dump(to_manifest(standalone_experiment(config)), sort_keys=False)
+    return MANIFEST_HEADER.format(source=source) + body

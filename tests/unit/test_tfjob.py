@@ -4,11 +4,10 @@ served over HTTP to the real kubernetes client. The stand-in plays the Training 
 answering with the conditions a TFJob goes through (Created, Running, then Succeeded or Failed)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+from http_standin import serve_json
 from kubernetes import client
 from test_manifests import round_trip_differences
 
@@ -57,26 +56,7 @@ def api_for():
 
     def start(script):
         state = StandIn(script)
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                status, payload = state.handle(self.command, self.path.split("?")[0], body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _reply
-
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve_json(lambda method, path, _query, body: state.handle(method, path, body))
         servers.append(server)
         configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
         return client.CustomObjectsApi(client.ApiClient(configuration)), state
