@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_config_args(manifest, default="kubeflow")
     manifest.add_argument(
-        "--output", default="manifests/katib/experiment.yaml", help="where to write it ('-': stdout)"
+        "--output",
+        default="manifests/katib/experiment.yaml",
+        help="where to write it ('-': stdout)",
     )
     submit = commands.add_parser(
         "submit", help="upload the package as a new pipeline version and start a run"

@@ -6,6 +6,7 @@ Unknown keys and wrongly typed values fail with the field's dotted name.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -189,7 +190,7 @@ class TuningConfig(_Section):
     start_from_config: bool = Field(
         True, description="local backend: trial 1 runs training's values, so tuning never loses"
     )
-    trial_timeout_s: int = Field(3600, ge=10)
+    trial_timeout_s: int = Field(3600, ge=1)
     timeout_s: int = Field(6 * 3600, ge=60, description="the whole search")
     seed: int = Field(42, description="random_state of the suggestion algorithm")
     cleanup: bool = Field(True, description="cluster: delete the Experiment once read")
@@ -228,9 +229,21 @@ class TuningConfig(_Section):
     @model_validator(mode="after")
     def _algorithm_accepts_the_space(self) -> TuningConfig:
         if self.algorithm == "grid":
+            sizes = []
             for name, p in self.search_space.items():
                 if p.type == "double" and not p.log_scale and p.step is None:
                     raise ValueError(f"search_space.{name}: grid needs a step for a double")
+                if p.log_scale:
+                    sizes.append(p.log_points)
+                elif p.type in ("double", "int"):
+                    sizes.append(int((p.max - p.min) / (p.step or 1) + 1e-9) + 1)
+                else:
+                    sizes.append(len(p.values))
+            combinations = math.prod(sizes)
+            if self.max_trials > combinations:  # Katib's grid service refuses this too
+                raise ValueError(
+                    f"max_trials {self.max_trials} > all {combinations} grid combinations"
+                )
         if self.algorithm == "bayesianoptimization":
             # Katib 0.16's skopt service gives every double a log-uniform prior.
             for name, p in self.search_space.items():

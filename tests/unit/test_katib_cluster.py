@@ -76,7 +76,9 @@ class KatibStandIn:
                 "kind": "Trial",
                 "metadata": {"name": f"{experiment}-{suffix}", "creationTimestamp": TIMES[suffix]},
                 "spec": {
-                    "parameterAssignments": [{"name": k, "value": v} for k, v in assignments.items()]
+                    "parameterAssignments": [
+                        {"name": k, "value": v} for k, v in assignments.items()
+                    ]
                 },
                 "status": {
                     "conditions": [_condition(kind, f"Trial{kind}")],
@@ -123,7 +125,9 @@ SUCCEEDED = _condition("Succeeded", "ExperimentMaxTrialsReached", "max trials re
 
 def test_the_optimal_trial_becomes_typed_values_and_the_experiment_is_deleted(katib_for):
     tuning = load_config("kubeflow").tuning
-    katib_client, state = katib_for([_condition("Created", "ExperimentCreated"), RUNNING, SUCCEEDED])
+    katib_client, state = katib_for(
+        [_condition("Created", "ExperimentCreated"), RUNNING, SUCCEEDED]
+    )
     log = []
     report = cluster_backend.run_cluster_search(
         tuning, _experiment(tuning), katib_client, log=log.append, poll_s=0
