@@ -3,6 +3,7 @@ for the open-source KFP v2 backend: it launches each step's exact command and ar
 ExecutorInput KFP's launcher would build). It must reach a pushed model that scores raw examples
 like the local runner's model on the same data."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from e2e_data import config_for, score_raw_span, serving_versions
 from kfp_harness import LocalKfpHarness, image_environment
 from sklearn.metrics import roc_auc_score
 
+from components.trainer import METRICS_FILE
+from components.tuning.component import read_report
 from pipelines.config import REPO_ROOT
 from pipelines.kubeflow_runner import compile_package
 from pipelines.summary import tfma_metrics
@@ -27,6 +30,12 @@ def harness_run(workspace, first_run):
         # worker start-up at this size.
         "beam.direct_running_mode=in_memory",
         "beam.direct_num_workers=1",
+        # The KatibTuner step runs, with the local backend (no Katib here) and one trial: the
+        # config's own values, so the model stays comparable with the local runner's.
+        "tuning.backend=local",
+        "tuning.max_trials=1",
+        "tuning.parallel_trials=1",
+        "tuning.trial_train_steps=20",
         env="kubeflow",
     )
     package = compile_package(config, str(kfp_root / "pipeline.yaml"))
@@ -47,11 +56,19 @@ def test_every_task_of_the_compiled_spec_runs_and_the_model_is_pushed(harness_ru
         "DriftValidator",
         "ValidationGate",
         "Transform",
+        "KatibTuner",
         "Trainer",
         "Evaluator",
         "Pusher",
     }
     assert len(serving_versions(config)) == 1
+    # The tuner ran its one trial and the Trainer trained with what its HyperParameters said.
+    report = read_report(run.artifact_uri("KatibTuner", "tuning_report"))
+    assert [t.status for t in report.trials] == ["Succeeded"] and report.trials[0].start_point
+    trained = json.loads(
+        (Path(run.artifact_uri("Trainer", "model_run")) / METRICS_FILE).read_text()
+    )["hparams"]
+    assert {k: trained[k] for k in report.best.values} == report.best.values
     examples = run.tasks["CsvExampleGen"].outputs["examples"][0]
     # Resolved in the step and reported on the artifact, as TFX's driver does.
     assert examples["metadata"]["custom:span"] == 2

@@ -49,6 +49,7 @@ def test_every_component_is_a_task_with_the_expected_edges(compiled):
         "DriftValidator",
         "ValidationGate",
         "Transform",
+        "KatibTuner",
         "Trainer",
         "Evaluator",
         "Pusher",
@@ -56,7 +57,10 @@ def test_every_component_is_a_task_with_the_expected_edges(compiled):
     edges = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert edges["ValidationGate"] == {"ExampleValidator", "DriftValidator"}
     assert "ValidationGate" in edges["Transform"]  # nothing trains on data the gate stopped
-    assert edges["Trainer"] == {"Transform", "ImportSchemaGen"}
+    assert edges["KatibTuner"] == {"Transform", "ImportSchemaGen"}
+    assert edges["Trainer"] == {"Transform", "ImportSchemaGen", "KatibTuner"}
+    tuned = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
+    assert tuned == {"producerTask": "KatibTuner", "outputArtifactKey": "best_hyperparameters"}
     assert edges["Evaluator"] == {"CsvExampleGen", "Trainer", "ImportSchemaGen"}
     assert edges["Pusher"] == {"Trainer", "Evaluator"}
     blessing = tasks["Pusher"]["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"]
@@ -118,6 +122,20 @@ def test_resources_and_accelerators_come_from_config(compiled):
     transform = kfp_spec.executor_of(spec, "Transform")["container"]["resources"]
     assert transform["cpuLimit"] == 4 and transform["memoryLimit"] == 16
     assert "resources" not in kfp_spec.executor_of(spec, "ValidationGate")["container"]
+    # With the cluster backend the tuner's pod only waits; Katib's trial pods get the Trainer's.
+    assert "resources" not in kfp_spec.executor_of(spec, "KatibTuner")["container"]
+
+
+def test_the_tuners_settings_carry_the_trial_pods_and_the_search(compiled, config):
+    spec, _ = compiled
+    settings = json.loads(
+        tasks_of(spec)["KatibTuner"]["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
+    )
+    assert settings["tuning"]["backend"] == "cluster"
+    assert settings["pod"]["image"] == config.kubeflow.image
+    assert settings["pod"]["pvc_name"] == config.kubeflow.pvc_name
+    assert settings["pod"]["accelerator_count"] == 2  # the Trainer's (GPU override above)
+    assert list(settings["tuning"]["search_space"]) == list(config.tuning.search_space)
 
 
 def test_span_readers_never_hit_the_kfp_cache_and_the_rest_may(compiled):
