@@ -71,17 +71,21 @@ run: $(VENV)/.installed $(DATA)/manifest.json
 tune: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) --set tuning.enabled=true $(RUN_ARGS)
 
+# Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-unit: $(VENV)/.installed
-	$(PY) -m pytest -m unit
+	$(PYTEST) -m unit
 
 test-e2e: $(VENV)/.installed
-	$(PY) -m pytest -m e2e
+	$(PYTEST) -m e2e
 
 test-notebooks: $(VENV)/.installed
-	$(PY) -m pytest -m notebooks
+	$(PYTEST) -m notebooks
 
 # Executes every notebook with its own defaults (full data) and renders HTML to outputs/docs/html.
 docs: $(VENV)/.installed

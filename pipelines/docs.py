@@ -38,7 +38,12 @@ def ci_parameters(work_dir: str | Path) -> dict[str, dict[str, Any]]:
     return {
         "01_data": {"rows": 3000, "data_root": str(work / "01_data")},
         "02_pipeline": pipeline,
-        "03_training_and_evaluation": {**pipeline, "max_gap": 0.06},
+        "03_training_and_evaluation": {
+            **pipeline,
+            "max_gap": 0.06,
+            "tuning_trials": 2,
+            "tuning_train_steps": 40,
+        },
     }
 
 

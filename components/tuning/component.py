@@ -42,7 +42,7 @@ class TunerSettings:
     pod: dict[str, Any] = field(default_factory=dict)  # components.tfjob.TFJobSettings fields
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))  # keeps the search space in its declared order
 
     @classmethod
     def from_json(cls, text: str) -> "TunerSettings":

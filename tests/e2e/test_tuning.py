@@ -53,8 +53,9 @@ def test_the_trainer_trains_with_the_best_trials_values(tuned_run):
     assert all(len(t.reports) >= 2 for t in report.trials)  # one objective per epoch
     # The artifact the Trainer consumed ...
     artifact = Path(nodes["KatibTuner"].outputs["best_hyperparameters"][-1].uri)
-    assert json.loads((artifact / HYPERPARAMETERS_FILE).read_text())["values"]["dropout"] == (
-        report.best.values["dropout"]
+    assert (
+        json.loads((artifact / HYPERPARAMETERS_FILE).read_text())["values"]["dropout"]
+        == (report.best.values["dropout"])
     )
     # ... and what the Trainer recorded training with.
     run_dir = Path(nodes["Trainer"].outputs["model_run"][-1].uri)
