@@ -384,3 +384,25 @@ def test_reaching_the_goal_ends_the_search(fake_trials):
     report, _ = fake_trials("tuning.max_trials=8", "tuning.goal=0.79", "tuning.parallel_trials=1")
     assert report.trials[0].objective >= 0.79  # the config's values already reach it
     assert len(report.trials) == 1
+
+
+def test_latest_under_finds_the_newest_transform_output_in_either_layout(tmp_path):
+    from components.tuning.trial import latest_transform_outputs
+
+    def make(graph: Path, examples: Path, mtime: int):
+        (graph / "transform_fn").mkdir(parents=True)
+        examples.mkdir(parents=True)
+        os.utime(graph / "transform_fn", (mtime, mtime))
+
+    local = tmp_path / "root" / "Transform"  # the local runner: <output>/<execution id>/
+    make(local / "transform_graph" / "5", local / "transformed_examples" / "5", 1_000)
+    make(local / "transform_graph" / "9", local / "transformed_examples" / "9", 2_000)
+    assert latest_transform_outputs(str(tmp_path / "root")) == (
+        str(local / "transformed_examples" / "9"),
+        str(local / "transform_graph" / "9"),
+    )
+    kfp = tmp_path / "root" / "run-2" / "Transform"  # a KFP launcher: one folder per output
+    make(kfp / "transform_graph", kfp / "transformed_examples", 3_000)
+    assert latest_transform_outputs(str(tmp_path / "root"))[1] == str(kfp / "transform_graph")
+    with pytest.raises(FileNotFoundError, match="no Transform outputs"):
+        latest_transform_outputs(str(tmp_path / "empty"))
