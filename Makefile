@@ -72,8 +72,8 @@ tune: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) --set tuning.enabled=true $(RUN_ARGS)
 
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: $(VENV)/.installed
 	$(PYTEST)
