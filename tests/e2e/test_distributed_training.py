@@ -11,6 +11,9 @@ import pytest
 
 from components.local_workers import run_local_workers
 
+# One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("first_run")
+
 # Same global batch (2 x 32 = 64) and steps for both; eval_steps covers the whole eval split. The
 # two workers see the same global batches as the one (DATA sharding of the same shuffled stream),
 # so the figures agree to about 1e-4 here; with dropout=0 they are identical.

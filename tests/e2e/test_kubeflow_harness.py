@@ -18,6 +18,9 @@ from pipelines.config import REPO_ROOT
 from pipelines.kubeflow_runner import compile_package
 from pipelines.summary import tfma_metrics
 
+# One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("first_run")
+
 
 @pytest.fixture(scope="module")
 def harness_run(workspace, first_run):

@@ -16,6 +16,9 @@ from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
 from simulator.generate import SimulationOptions, write_dataset
 
+# One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("first_run")
+
 
 def test_first_run_blesses_and_pushes_a_model_near_the_bayes_ceiling(first_run, workspace):
     assert first_run.span == 2

@@ -16,6 +16,9 @@ import pytest
 from pipelines.config import REPO_ROOT
 from pipelines.docs import KERNEL_NAME
 
+# One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("notebooks")
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -9,6 +9,9 @@ import pytest
 from pipelines.config import REPO_ROOT
 from pipelines.docs import KERNEL_NAME, ci_parameters, execute, notebooks
 
+# One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("notebooks")
+
 EXECUTED = REPO_ROOT / "outputs" / "notebooks" / "executed"
 
 

@@ -14,7 +14,8 @@ from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
 from pipelines.summary import render
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("first_run")]
 
 
 @pytest.fixture(scope="module")
