@@ -11,8 +11,9 @@ import pytest
 
 from components.local_workers import run_local_workers
 
-# One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("first_run")
+# Its own xdist group: it only reads first_run's Transform output, so the other worker repeats
+# that run (about 2.5 min) and the first_run group, the suite's long pole, gets shorter.
+pytestmark = pytest.mark.xdist_group("distributed")
 
 # Same global batch (2 x 32 = 64) and steps for both; eval_steps covers the whole eval split. The
 # two workers see the same global batches as the one (DATA sharding of the same shuffled stream),
