@@ -232,6 +232,11 @@ def test_each_algorithm_suggests_in_space_and_repeats_with_its_seed(algorithm):
     overrides = [f"tuning.algorithm={algorithm}"]
     if algorithm == "grid":
         overrides += ["tuning.search_space.dropout.step=0.15"]
+    # Short random phases, so the model-based suggestions (TPE, GP) are exercised too.
+    if algorithm == "multivariate-tpe":
+        overrides += ["tuning.algorithm_settings.n_startup_trials=2"]
+    if algorithm == "bayesianoptimization":
+        overrides += ["tuning.algorithm_settings.n_initial_points=2"]
     tuning = _tuning(*overrides)
     specs = S.parameter_specs(tuning)
 
