@@ -234,7 +234,7 @@ def create_pipeline(
             transformed_examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
-            settings=_tuner_settings(config, kubeflow).to_json(),
+            settings=_tuner_settings(config).to_json(),
         )
     trainer_config = {
         # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
@@ -317,7 +317,7 @@ def _tfjob_settings(config: PipelineConfig) -> dict:
     }
 
 
-def _tuner_settings(config: PipelineConfig, kubeflow: bool) -> TunerSettings:
+def _tuner_settings(config: PipelineConfig) -> TunerSettings:
     """KatibTuner's parameter: the search, the training values it starts from and, for the
     cluster backend, the trial pods (the Trainer's resources, the image and the PVC)."""
     return TunerSettings(

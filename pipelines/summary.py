@@ -90,30 +90,30 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
     return out
 
 
-def tfma_metrics(
-    evaluation_uri: str, model: str = "candidate"
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Overall and per-slice metrics of the candidate (or, model="baseline", of the latest
-    blessed model the Evaluator compared it with, on the same rows)."""
+Metrics = tuple[dict[str, float], dict[str, dict[str, float]]]  # overall, by slice
+
+
+def tfma_metrics_by_model(evaluation_uri: str) -> dict[str, Metrics]:
+    """Overall and per-slice metrics of each model the Evaluator scored, in one pass:
+    "candidate" and, when it compared with one, "baseline" (the latest blessed model, same rows)."""
     import tensorflow_model_analysis as tfma
 
-    names = ("", "candidate") if model == "candidate" else (model,)
-    overall: dict[str, float] = {}
-    by_slice: dict[str, dict[str, float]] = {}
+    found: dict[str, Metrics] = {}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         key = tfma.slicer.deserialize_slice_key(metrics_for_slice.slice_key)
         name = tfma.slicer.stringify_slice_key(key)
-        values = {}
         for item in metrics_for_slice.metric_keys_and_values:
-            if item.key.is_diff or item.key.model_name not in names:
+            if item.key.is_diff or not item.value.HasField("double_value"):
                 continue
-            if item.value.HasField("double_value"):
-                values[item.key.name] = float(item.value.double_value.value)
-        if name == "Overall":
-            overall = values
-        else:
-            by_slice[name] = values
-    return overall, by_slice
+            overall, by_slice = found.setdefault(item.key.model_name or "candidate", ({}, {}))
+            values = overall if name == "Overall" else by_slice.setdefault(name, {})
+            values[item.key.name] = float(item.value.double_value.value)
+    return found
+
+
+def tfma_metrics(evaluation_uri: str) -> Metrics:
+    """The candidate model's overall and per-slice metrics."""
+    return tfma_metrics_by_model(evaluation_uri).get("candidate", ({}, {}))
 
 
 def summarize(config: PipelineConfig, error: BaseException | None = None) -> RunSummary:
@@ -137,12 +137,9 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     if (trainer := nodes.get("Trainer")) and trainer.outputs.get("model"):
         summary.model_uri = trainer.outputs["model"][-1].uri
     if (evaluator := nodes.get("Evaluator")) and evaluator.state in ("COMPLETE", "CACHED"):
-        summary.metrics, summary.metrics_by_slice = tfma_metrics(
-            evaluator.outputs["evaluation"][-1].uri
-        )
-        summary.baseline_metrics, _ = tfma_metrics(
-            evaluator.outputs["evaluation"][-1].uri, model="baseline"
-        )
+        by_model = tfma_metrics_by_model(evaluator.outputs["evaluation"][-1].uri)
+        summary.metrics, summary.metrics_by_slice = by_model.get("candidate", ({}, {}))
+        summary.baseline_metrics = by_model.get("baseline", ({}, {}))[0]
         summary.blessed = bool(custom_property(evaluator.outputs["blessing"][-1], "blessed"))
     if (tuner := nodes.get("KatibTuner")) and tuner.outputs.get("tuning_report"):
         from components.tuning.component import read_report

@@ -219,10 +219,6 @@ def grid_values(specs) -> dict[str, list]:
     return grid
 
 
-def grid_size(specs) -> int:
-    return int(np.prod([len(v) for v in grid_values(specs).values()]))
-
-
 class SkoptSuggester:
     """bayesianoptimization, as Katib's skopt service: a GP (by default) over Integer, Real
     (log-uniform, as in Katib 0.16) and Categorical dimensions; told -objective."""

@@ -5,6 +5,7 @@ trial (tests/unit/fake_trial.py) that fails, hangs or reports slowly on request.
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from components.tuning.experiment import (
 from components.tuning.local_backend import run_local_search
 from components.tuning.metrics import median_stop_rule, parse_metrics, should_stop
 from components.tuning.report import TuningError
-from components.tuning.suggestions import grid_size, grid_values, make_suggester
+from components.tuning.suggestions import grid_values, make_suggester
 from components.tuning.trial import parse_args
 from pipelines.config import NOT_TUNABLE, ConfigError, TrainingConfig, load_config
 
@@ -275,7 +276,17 @@ def test_katibs_grid_is_ranges_with_steps_and_lists():
     grid = grid_values(S.parameter_specs(tuning))
     assert grid["dropout"] == [0.05, 0.2, 0.35, 0.5]
     assert grid["cross_layers"] == [1, 2, 3]
-    assert grid_size(S.parameter_specs(tuning)) == 5 * 4 * 7 * 3 * 3
+    combinations = math.prod(len(values) for values in grid.values())
+    assert combinations == 5 * 4 * 7 * 3 * 3
+    # The config's own count (it refuses more trials than grid points, as Katib does) agrees.
+    grid_args = [
+        "tuning.algorithm=grid", "tuning.search_space.dropout.step=0.15",
+        "tuning.search_space.cross_layers.type=int", "tuning.search_space.cross_layers.min=1",
+        "tuning.search_space.cross_layers.max=3", "tuning.parallel_trials=1",
+    ]  # fmt: skip
+    load_config("local", [*grid_args, f"tuning.max_trials={combinations}"])
+    with pytest.raises(ConfigError, match=f"all {combinations} grid combinations"):
+        load_config("local", [*grid_args, f"tuning.max_trials={combinations + 1}"])
 
 
 # --- metrics and medianstop -----------------------------------------------------------------
