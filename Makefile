@@ -23,9 +23,12 @@ SEED ?= 42
 RUN_ARGS ?=
 COMPILE_ARGS ?=
 GOLDEN := tests/golden/kfp_pipeline.yaml
+# The model server's own environment: kserve 0.15 needs protobuf >= 4.25, TFX 1.16 < 4.21 (README).
+SERVING_VENV ?= .venv-serving
+SERVING_PY := $(SERVING_VENV)/bin/python
 KFP_LATEST_VENV := .cache/kfp-latest
 
-.PHONY: help env lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
+.PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest
 
 help:
@@ -52,7 +55,20 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	  --env TF_USE_LEGACY_KERAS 1
 	@touch $@
 
-env: $(VENV)/.installed
+# The serving environment from serving/requirements.lock (TensorFlow + kserve; no TFX).
+$(SERVING_VENV)/.installed: serving/requirements.lock | $(VENV)/.installed
+	@echo "Creating $(SERVING_VENV) with $(BASE_PYTHON) from serving/requirements.lock"
+	$(UV) venv -q --allow-existing -p $(BASE_PYTHON) $(SERVING_VENV)
+	$(UV) pip sync -p $(SERVING_PY) serving/requirements.lock
+	@touch $@
+
+env: $(VENV)/.installed $(SERVING_VENV)/.installed
+
+serving-env: $(SERVING_VENV)/.installed
+
+serving-lock: $(VENV)/.installed
+	$(UV) pip compile serving/requirements.in --python-version $(PYTHON_VERSION) \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o serving/requirements.lock
 
 lock: $(VENV)/.installed
 	$(UV) pip compile pyproject.toml --extra dev --python-version $(PYTHON_VERSION) \
@@ -75,13 +91,13 @@ tune: $(VENV)/.installed $(DATA)/manifest.json
 TEST_WORKERS ?= 2
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PYTEST)
 
 test-unit: $(VENV)/.installed
 	$(PYTEST) -m unit
 
-test-e2e: $(VENV)/.installed
+test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PYTEST) -m e2e
 
 test-notebooks: $(VENV)/.installed

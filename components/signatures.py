@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features as F
+from components.serving_contract import build_contract, write_contract
 
 OUTPUT_KEY = "purchase_probability"
 RAW_SIGNATURE = "serving_raw"
@@ -57,3 +58,5 @@ def export_serving_model(
         save_format="tf",
         signatures={"serving_default": serve_examples, RAW_SIGNATURE: serve_raw},
     )
+    schema = tf_transform_output.raw_metadata.schema
+    write_contract(path, build_contract(schema, sorted(spec), RAW_SIGNATURE, OUTPUT_KEY))

@@ -296,6 +296,59 @@ class EvaluationConfig(_Section):
     slice_features: list[str] = Field(default_factory=lambda: ["device"])
 
 
+class ServingConfig(_Section):
+    """The model server (serving/), its KServe InferenceService and the local A/B split."""
+
+    model_name: str = Field(
+        "shop-ranking", description="URL name (/v1/models/<name>) and the InferenceService's name"
+    )
+    max_instances: int = Field(
+        1000, ge=1, description="the most instances one request may carry (413 above it)"
+    )
+    batch_max_size: int = Field(
+        64, ge=1, description="instances of concurrent requests merged into one model call"
+    )
+    batch_timeout_ms: float = Field(
+        2.0, ge=0, description="how long a batch waits for more requests; 0 = no batching"
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="how often the server looks for a newer pushed version"
+    )
+    log_requests: bool = Field(True, description="one JSON line per prediction (request_log_path)")
+    ab_candidate_percent: int = Field(
+        0, ge=0, le=100, description="local A/B: share of users sent to the newest version"
+    )
+    ab_key: str = Field("user_id", description="request field whose hash assigns an A/B variant")
+    # KServe (manifests/kserve/, and the manifest Pusher writes next to each pushed version)
+    namespace: str = Field("kubeflow", description="namespace of the InferenceService")
+    image: str = Field(
+        "shop-ranking-serving:0.1.0", description="the predictor image (serving/Dockerfile)"
+    )
+    tf_serving_version: str = Field(
+        "2.16.1", description="runtimeVersion of KServe's TensorFlow runtime (TF Serving)"
+    )
+    storage_uri: str | None = Field(
+        None, description="where KServe reads the pushed versions; None = the PVC's serving_dir"
+    )
+    canary_traffic_percent: int = Field(
+        10, ge=0, le=100, description="share of traffic a newly pushed version gets at first"
+    )
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    scale_target: int = Field(8, ge=1, description="per replica, in scale_metric's unit")
+    cpu: float = Field(1, gt=0, description="predictor CPU request (limit: twice)")
+    memory_gb: float = Field(2, gt=0, description="predictor memory request and limit")
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> ServingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.model_name):
+            raise ValueError(f"model_name {self.model_name!r}: a DNS-1123 label (lowercase, '-')")
+        return self
+
+
 class StepResources(_Section):
     """Requests/limits of one pipeline step's pod on Kubeflow (ignored by the local runner)."""
 
@@ -378,6 +431,7 @@ class PipelineConfig(_Section):
     distribution: DistributionConfig = DistributionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
@@ -401,6 +455,16 @@ class PipelineConfig(_Section):
     @property
     def serving_dir(self) -> str:
         return self._under_output_root("serving", self.name)
+
+    @property
+    def request_log_path(self) -> str:
+        """The model server's prediction log (JSON lines), read by the monitor."""
+        return self._under_output_root("serving_logs", f"{self.serving.model_name}.jsonl")
+
+    @property
+    def kserve_manifest_dir(self) -> str:
+        """Where Pusher writes the InferenceService for the version it pushed."""
+        return self._under_output_root("kserve")
 
     @property
     def summary_path(self) -> str:
