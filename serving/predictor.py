@@ -1,0 +1,305 @@
+"""The ranking model as a kserve.Model: V1 and V2 requests in, purchase probabilities out.
+
+kserve 0.15 has no TensorFlow predictor, so this is ours: preprocess validates the raw features
+against the contract (4xx naming the field), predict scores through the micro-batcher on the live
+version (or the A/B variant's version), postprocess answers in the request's protocol. Every
+answer carries the version in a header; every scored instance goes to the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from serving import metrics
+from serving.ab import CANDIDATE, CONTROL, variant
+from serving.batcher import MicroBatcher
+from serving.contract import V2_DATATYPES, RequestError
+from serving.model_store import LoadedVersion, load_version, numbered_versions
+from serving.request_log import RequestLog
+
+log = logging.getLogger("serving")
+
+VERSION_HEADER = "x-model-version"
+VARIANT_HEADER = "x-ab-variant"
+
+
+class RequestTooLarge(InvalidInput):
+    """More instances than serving.max_instances: answered with 413, not 400."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_dir: str
+    model_name: str
+    pinned_version: str | None = None
+    max_instances: int = 1000
+    batch_max_size: int = 64
+    batch_timeout_ms: float = 2.0
+    reload_interval_s: float = 2.0
+    ab_candidate_percent: int = 0
+    ab_key: str = "user_id"
+    request_log: str | None = None
+
+
+@dataclass
+class _Live:
+    version: LoadedVersion
+    batcher: MicroBatcher
+
+
+@dataclass
+class _Scoring:
+    """What preprocess hands to predict."""
+
+    protocol: str
+    columns: dict[str, list]
+    ids: list | None
+    request_id: str
+    started: float
+    columnar: bool = False
+
+
+class RankingModel(Model):
+    def __init__(self, settings: ServerSettings):
+        super().__init__(settings.model_name, return_response_headers=True)
+        self.settings = settings
+        self.request_log = RequestLog(settings.request_log)
+        self.live: dict[str, _Live] = {}  # variant -> live version; control only without A/B
+        self._watcher: asyncio.Task | None = None
+
+    # -- versions ------------------------------------------------------------------------------
+    def _wanted(self) -> dict[str, str]:
+        """variant -> version folder: the pinned or newest; with A/B the candidate is the newest
+        and the control the one before it."""
+        versions = numbered_versions(self.settings.model_dir)
+        if self.settings.pinned_version:
+            if self.settings.pinned_version not in versions:
+                raise FileNotFoundError(
+                    f"{self.settings.model_dir}/{self.settings.pinned_version}: pinned version "
+                    f"not found (versions: {versions})"
+                )
+            return {CONTROL: self.settings.pinned_version}
+        if not versions:
+            raise FileNotFoundError(
+                f"{self.settings.model_dir}: no numbered version folder (has Pusher pushed a model?)"
+            )
+        if self.settings.ab_candidate_percent and len(versions) >= 2:
+            return {CONTROL: versions[-2], CANDIDATE: versions[-1]}
+        return {CONTROL: versions[-1]}
+
+    def _make_live(self, version: str) -> _Live:
+        loaded = load_version(
+            self.settings.model_dir, version, max_instances=self.settings.max_instances
+        )
+        batcher = MicroBatcher(
+            loaded.score,
+            self.settings.batch_max_size,
+            self.settings.batch_timeout_ms / 1000,
+            on_batch=metrics.BATCH_SIZE.labels(self.name).observe,
+        )
+        return _Live(loaded, batcher)
+
+    def _refresh(self) -> bool:
+        """Loads what _wanted() names and is not live yet; True when something changed."""
+        wanted = self._wanted()
+        changed = False
+        by_version = {live.version.version: live for live in self.live.values()}
+        fresh: dict[str, _Live] = {}
+        for name, version in wanted.items():
+            fresh[name] = by_version.get(version) or self._make_live(version)
+            changed |= name not in self.live or self.live[name].version.version != version
+        changed |= set(fresh) != set(self.live)
+        if changed:
+            old = self.live
+            self.live = fresh  # one assignment: requests in flight keep their _Live
+            for name, live in fresh.items():
+                metrics.LIVE_VERSION.labels(self.name, name).set(int(live.version.version))
+                log.info("serving %s as %s (%s)", live.version.version, name, live.version.path)
+            kept = {id(live) for live in fresh.values()}
+            for live in old.values():
+                if id(live) not in kept:
+                    live.batcher.close()
+        return changed
+
+    def load(self) -> bool:
+        self._refresh()
+        self.ready = True
+        return self.ready
+
+    def start(self) -> None:
+        """Called by ModelServer inside its event loop: start watching for new versions."""
+        super().start()
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            try:
+                if await loop.run_in_executor(None, self._refresh):
+                    metrics.RELOADS.labels(self.name, "ok").inc()
+            except Exception as err:  # keep serving what is live; try again at the next poll
+                metrics.RELOADS.labels(self.name, "failed").inc()
+                log.warning("new version not loaded, still serving the old one: %s", err)
+
+    # -- metadata ------------------------------------------------------------------------------
+    def _contract(self):
+        return self.live[CONTROL].version.contract
+
+    def get_input_types(self) -> list[dict]:
+        return self._contract().input_metadata()
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": self._contract().output, "datatype": "FP32", "shape": [-1]}]
+
+    # -- request path --------------------------------------------------------------------------
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Scoring:
+        started = time.perf_counter()
+        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        protocol = "v2" if isinstance(payload, InferRequest) else "v1"
+        columnar = False
+        try:
+            contract = self._contract()
+            if isinstance(payload, (bytes, str)):  # a body without a JSON content-type (curl -d)
+                payload = _json_body(payload)
+            if protocol == "v2":
+                columns, ids = contract.from_columns(_v2_columns(payload, contract))
+                request_id = payload.id or request_id
+            elif not isinstance(payload, dict):
+                raise RequestError("the body must be a JSON object with 'instances' or 'inputs'")
+            elif "instances" in payload:
+                columns, ids = contract.from_instances(payload["instances"])
+            elif "inputs" in payload:
+                columns, ids = contract.from_columns(payload["inputs"])
+                columnar = True
+            else:
+                raise RequestError("the body needs 'instances' (rows) or 'inputs' (columns)")
+        except RequestError as err:
+            outcome = "too_large" if err.status == 413 else "invalid"
+            metrics.REQUESTS.labels(self.name, protocol, outcome).inc()
+            raise (RequestTooLarge if err.status == 413 else InvalidInput)(str(err)) from None
+        return _Scoring(protocol, columns, ids, request_id, started, columnar)
+
+    def validate(self, payload: Any) -> Any:
+        return payload  # preprocess already did, against the contract
+
+    def _route(self, columns: dict[str, list]) -> list[tuple[str, list[int]]]:
+        """(variant, instance indexes) groups: everything to control without A/B."""
+        live = self.live
+        if CANDIDATE not in live:
+            return [(CONTROL, list(range(len(next(iter(columns.values()))))))]
+        keys = columns.get(self.settings.ab_key)
+        if keys is None:
+            raise InvalidInput(f"A/B split needs the field {self.settings.ab_key!r}")
+        groups: dict[str, list[int]] = {CONTROL: [], CANDIDATE: []}
+        for i, key in enumerate(keys):
+            groups[variant(key, self.settings.ab_candidate_percent)].append(i)
+        return [(name, idx) for name, idx in groups.items() if idx]
+
+    async def predict(
+        self,
+        payload: _Scoring,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict | InferResponse:
+        live = self.live  # this request finishes on these versions, whatever loads meanwhile
+        n = len(next(iter(payload.columns.values())))
+        scores: list[float] = [0.0] * n
+        versions, variants = [], []
+        try:
+            for name, idx in self._route(payload.columns):
+                part = {k: [v[i] for i in idx] for k, v in payload.columns.items()}
+                got = await live[name].batcher.submit(part, len(idx))
+                for i, s in zip(idx, got):
+                    scores[i] = s
+                version = live[name].version.version
+                versions.append(version)
+                variants.append(name)
+                metrics.INSTANCES.labels(self.name, version, name).inc(len(idx))
+                self.request_log.write(
+                    request_id=payload.request_id,
+                    model=self.name,
+                    version=version,
+                    variant=name if CANDIDATE in live else None,
+                    protocol=payload.protocol,
+                    columns=part,
+                    ids=[payload.ids[i] for i in idx] if payload.ids else None,
+                    scores=got,
+                )
+        except InvalidInput:
+            metrics.REQUESTS.labels(self.name, payload.protocol, "invalid").inc()
+            raise
+        except Exception:
+            metrics.REQUESTS.labels(self.name, payload.protocol, "error").inc()
+            raise
+        metrics.REQUESTS.labels(self.name, payload.protocol, "ok").inc()
+        metrics.LATENCY.labels(self.name, payload.protocol).observe(
+            time.perf_counter() - payload.started
+        )
+        if response_headers is not None:
+            response_headers[VERSION_HEADER] = ",".join(versions)
+            if CANDIDATE in live:
+                response_headers[VARIANT_HEADER] = ",".join(variants)
+        output = self._contract().output
+        if payload.protocol == "v2":
+            return InferResponse(
+                response_id=payload.request_id,
+                model_name=self.name,
+                model_version=",".join(versions),
+                infer_outputs=[InferOutput(output, [n], "FP32", scores)],
+            )
+        # TF Serving's answer shapes: rows -> "predictions", columns -> "outputs".
+        return {"outputs" if payload.columnar else "predictions": scores}
+
+
+def _json_body(body: bytes | str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RequestError(f"the body is not JSON: {err}") from None
+
+
+def _flatten(data: Any) -> list:
+    if not isinstance(data, list):
+        raise RequestError("tensor data must be a list")
+    if data and isinstance(data[0], list):
+        return [v for row in data for v in (row if isinstance(row, list) else [row])]
+    return list(data)
+
+
+def _v2_columns(request: InferRequest, contract) -> dict[str, list]:
+    """V2 tensors as plain lists, after checking datatype and shape against the contract."""
+    columns: dict[str, list] = {}
+    for tensor in request.inputs:
+        name = tensor.name
+        spec = contract.features.get(name)
+        if spec is not None and tensor.datatype not in V2_DATATYPES[spec["type"]]:
+            raise RequestError(
+                f"field {name!r}: datatype {tensor.datatype}, expected "
+                f"{' or '.join(V2_DATATYPES[spec['type']])}"
+            )
+        shape = list(tensor.shape)
+        if len(shape) == 2 and shape[1] == 1:
+            shape = shape[:1]
+        if len(shape) != 1:
+            raise RequestError(f"field {name!r}: shape {tensor.shape}, expected [n] or [n, 1]")
+        try:
+            if getattr(tensor, "_raw_data", None) is not None:  # binary tensor data
+                values = tensor.as_numpy().reshape(-1).tolist()
+            else:  # JSON data as sent: the contract does the typing, nothing is cast silently
+                values = _flatten(tensor.data)
+        except Exception as err:  # data and shape disagree, or undecodable bytes
+            raise RequestError(f"field {name!r}: {err}") from None
+        if len(values) != shape[0]:
+            raise RequestError(f"field {name!r}: {len(values)} values for shape {tensor.shape}")
+        columns[name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+    return columns

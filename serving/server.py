@@ -1,0 +1,86 @@
+"""`python -m serving.server`: the KServe ModelServer with the ranking model.
+
+Serves, on one HTTP port (kserve 0.15 ModelServer):
+  V1 (TF Serving API)   GET /v1/models/<name>          POST /v1/models/<name>:predict
+  V2 (Open Inference)   GET /v2/health/live|ready      GET /v2/models/<name>[/ready]
+                        POST /v2/models/<name>/infer
+  Prometheus            GET /metrics
+It loads the newest numbered version under --model-dir (or --model-version), loads newer pushes in
+the background, and with --ab-candidate-percent splits users between the two newest versions.
+The flags mirror config's `serving` section; `shop-pipeline serve` passes them from config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fastapi.responses import ORJSONResponse  # noqa: E402
+from kserve import ModelServer  # noqa: E402
+from kserve import model_server as kserve_model_server  # noqa: E402
+
+from serving.predictor import RankingModel, RequestTooLarge, ServerSettings  # noqa: E402
+
+log = logging.getLogger("serving")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n")[0])
+    p.add_argument("--model-dir", required=True, help="Pusher's base directory (numbered versions)")
+    p.add_argument("--model-name", default="shop-ranking")
+    p.add_argument("--model-version", default=None, help="pin one version (KServe canary pods)")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--grpc-port", type=int, default=0, help="V2 gRPC port; 0 = off")
+    p.add_argument("--max-instances", type=int, default=1000)
+    p.add_argument("--batch-max-size", type=int, default=64)
+    p.add_argument("--batch-timeout-ms", type=float, default=2.0, help="0 = no batching")
+    p.add_argument("--reload-interval-s", type=float, default=2.0)
+    p.add_argument("--ab-candidate-percent", type=int, default=0)
+    p.add_argument("--ab-key", default="user_id")
+    p.add_argument("--request-log", default=None, help="JSON lines file, '-' = stdout")
+    args, _ = p.parse_known_args(argv)  # kserve reads its own --flags from sys.argv as well
+    settings = ServerSettings(
+        model_dir=os.path.abspath(args.model_dir),
+        model_name=args.model_name,
+        pinned_version=args.model_version,
+        max_instances=args.max_instances,
+        batch_max_size=args.batch_max_size,
+        batch_timeout_ms=args.batch_timeout_ms,
+        reload_interval_s=args.reload_interval_s,
+        ab_candidate_percent=args.ab_candidate_percent,
+        ab_key=args.ab_key,
+        request_log=args.request_log,
+    )
+    return settings, args
+
+
+async def _too_large(_, exc: RequestTooLarge) -> ORJSONResponse:
+    return ORJSONResponse(status_code=413, content={"error": str(exc)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, args = parse_args(argv)
+    model = RankingModel(settings)
+    model.load()  # fails here, before the port opens, when there is no model to serve
+    kserve_model_server.app.add_exception_handler(RequestTooLarge, _too_large)
+    server = ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port or 8081,
+        enable_grpc=args.grpc_port > 0,
+        enable_latency_logging=False,
+        workers=1,  # one process: the in-memory version swap and the batcher assume it
+    )
+
+    async def start_watching() -> None:  # a task, so the server's exit is not held up by it
+        asyncio.get_running_loop().create_task(model.watch())
+
+    server.servers.append(start_watching())
+    server.start([model])
+
+
+if __name__ == "__main__":
+    main()
