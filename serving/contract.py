@@ -88,7 +88,9 @@ class Contract:
     def _check_names(self, names: set[str]) -> None:
         unknown = sorted(names - set(self.features) - {self.id_field})
         if unknown:
-            raise RequestError(f"unknown field(s) {unknown}; the model takes {sorted(self.features)}")
+            raise RequestError(
+                f"unknown field(s) {unknown}; the model takes {sorted(self.features)}"
+            )
         missing = sorted(n for n, s in self.features.items() if s["required"] and n not in names)
         if missing:
             raise RequestError(f"missing required field(s) {missing}")

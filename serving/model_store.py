@@ -31,6 +31,22 @@ def numbered_versions(model_dir: str) -> list[str]:
     return sorted(names, key=int)
 
 
+def fingerprint(path: str) -> tuple:
+    """Names, sizes and mtimes of a version folder's files: equal on two polls = fully written.
+
+    Pusher copies a model into its final folder file by file, so a watcher can see a version
+    before its variables are complete; loading waits until the folder stopped changing.
+    """
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            stat = os.stat(os.path.join(root, name))
+            entries.append(
+                (os.path.relpath(os.path.join(root, name), path), stat.st_size, stat.st_mtime_ns)
+            )
+    return tuple(sorted(entries))
+
+
 @dataclass
 class LoadedVersion:
     """One SavedModel, its contract and its signature; immutable once loaded."""

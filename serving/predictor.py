@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from serving import metrics
 from serving.ab import CANDIDATE, CONTROL, variant
 from serving.batcher import MicroBatcher
 from serving.contract import V2_DATATYPES, RequestError
-from serving.model_store import LoadedVersion, load_version, numbered_versions
+from serving.model_store import LoadedVersion, fingerprint, load_version, numbered_versions
 from serving.request_log import RequestLog
 
 log = logging.getLogger("serving")
@@ -33,7 +34,11 @@ VERSION_HEADER = "x-model-version"
 VARIANT_HEADER = "x-ab-variant"
 
 
-class RequestTooLarge(InvalidInput):
+class BadRequest(InvalidInput):
+    """A request the contract rejects: 400 with the message, logged as one line (no traceback)."""
+
+
+class RequestTooLarge(BadRequest):
     """More instances than serving.max_instances: answered with 413, not 400."""
 
 
@@ -75,7 +80,7 @@ class RankingModel(Model):
         self.settings = settings
         self.request_log = RequestLog(settings.request_log)
         self.live: dict[str, _Live] = {}  # variant -> live version; control only without A/B
-        self._watcher: asyncio.Task | None = None
+        self._fingerprints: dict[str, tuple] = {}
 
     # -- versions ------------------------------------------------------------------------------
     def _wanted(self) -> dict[str, str]:
@@ -109,11 +114,21 @@ class RankingModel(Model):
         )
         return _Live(loaded, batcher)
 
-    def _refresh(self) -> bool:
-        """Loads what _wanted() names and is not live yet; True when something changed."""
+    def _settled(self, version: str) -> bool:
+        """True once the version folder looked the same on two consecutive polls."""
+        now = fingerprint(os.path.join(self.settings.model_dir, version))
+        before = self._fingerprints.get(version)
+        self._fingerprints[version] = now
+        return before == now
+
+    def _refresh(self, initial: bool = False) -> bool:
+        """Loads what _wanted() names and is not live yet; True when something changed. At start
+        the folders are taken as they are; later a new one must first stop changing."""
         wanted = self._wanted()
-        changed = False
         by_version = {live.version.version: live for live in self.live.values()}
+        if not initial and not all(v in by_version or self._settled(v) for v in wanted.values()):
+            return False
+        changed = False
         fresh: dict[str, _Live] = {}
         for name, version in wanted.items():
             fresh[name] = by_version.get(version) or self._make_live(version)
@@ -132,13 +147,9 @@ class RankingModel(Model):
         return changed
 
     def load(self) -> bool:
-        self._refresh()
+        self._refresh(initial=True)
         self.ready = True
         return self.ready
-
-    def start(self) -> None:
-        """Called by ModelServer inside its event loop: start watching for new versions."""
-        super().start()
 
     async def watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,7 +197,7 @@ class RankingModel(Model):
         except RequestError as err:
             outcome = "too_large" if err.status == 413 else "invalid"
             metrics.REQUESTS.labels(self.name, protocol, outcome).inc()
-            raise (RequestTooLarge if err.status == 413 else InvalidInput)(str(err)) from None
+            raise (RequestTooLarge if err.status == 413 else BadRequest)(str(err)) from None
         return _Scoring(protocol, columns, ids, request_id, started, columnar)
 
     def validate(self, payload: Any) -> Any:
@@ -199,7 +210,7 @@ class RankingModel(Model):
             return [(CONTROL, list(range(len(next(iter(columns.values()))))))]
         keys = columns.get(self.settings.ab_key)
         if keys is None:
-            raise InvalidInput(f"A/B split needs the field {self.settings.ab_key!r}")
+            raise BadRequest(f"A/B split needs the field {self.settings.ab_key!r}")
         groups: dict[str, list[int]] = {CONTROL: [], CANDIDATE: []}
         for i, key in enumerate(keys):
             groups[variant(key, self.settings.ab_candidate_percent)].append(i)
@@ -219,7 +230,7 @@ class RankingModel(Model):
             for name, idx in self._route(payload.columns):
                 part = {k: [v[i] for i in idx] for k, v in payload.columns.items()}
                 got = await live[name].batcher.submit(part, len(idx))
-                for i, s in zip(idx, got):
+                for i, s in zip(idx, got, strict=True):
                     scores[i] = s
                 version = live[name].version.version
                 versions.append(version)

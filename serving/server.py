@@ -23,7 +23,12 @@ from fastapi.responses import ORJSONResponse  # noqa: E402
 from kserve import ModelServer  # noqa: E402
 from kserve import model_server as kserve_model_server  # noqa: E402
 
-from serving.predictor import RankingModel, RequestTooLarge, ServerSettings  # noqa: E402
+from serving.predictor import (  # noqa: E402
+    BadRequest,
+    RankingModel,
+    RequestTooLarge,
+    ServerSettings,
+)
 
 log = logging.getLogger("serving")
 
@@ -58,15 +63,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.
     return settings, args
 
 
-async def _too_large(_, exc: RequestTooLarge) -> ORJSONResponse:
-    return ORJSONResponse(status_code=413, content={"error": str(exc)})
+async def _rejected(_, exc: BadRequest) -> ORJSONResponse:
+    status = 413 if isinstance(exc, RequestTooLarge) else 400
+    log.info("rejected (%d): %s", status, exc)
+    return ORJSONResponse(status_code=status, content={"error": str(exc)})
 
 
 def main(argv: list[str] | None = None) -> None:
     settings, args = parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s serving %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     model = RankingModel(settings)
     model.load()  # fails here, before the port opens, when there is no model to serve
-    kserve_model_server.app.add_exception_handler(RequestTooLarge, _too_large)
+    kserve_model_server.app.add_exception_handler(BadRequest, _rejected)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port or 8081,
