@@ -29,19 +29,26 @@ SERVING_PY := $(SERVING_VENV)/bin/python
 KFP_LATEST_VENV := .cache/kfp-latest
 
 .PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
-	compile golden check-kfp-latest katib-manifest
+	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
+	bench-serving
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
 	@echo "make test   - set up if needed, run the whole test suite"
 	@echo "make tune   - make run with the KatibTuner step (local trials); prints tuned vs untuned AUC"
-	@echo "make env    - create $(VENV) from requirements.lock"
+	@echo "make score  - batch-score span SPAN (default: the newest) of $(DATA) with the newest pushed model (extra flags: SCORE_ARGS)"
+	@echo "make serve  - serve the newest pushed model on :$(PORT) (V1 + V2 REST, /metrics); after make run"
+	@echo "make serve-ab - the same, users split $(AB_PERCENT)% newest / rest previous version (sticky A/B)"
+	@echo "make replay SPAN=2 - send span rows to the running server;  make ab-report SPAN=2 - compare the variants"
+	@echo "make bench-serving - p50/p99 and requests/s at several concurrencies vs the in-process model call"
+	@echo "make env    - create $(VENV) and $(SERVING_VENV) from their locks"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
 	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
 	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
 	@echo "make compile - compile the Kubeflow Pipelines v2 package (extra flags: COMPILE_ARGS='--output PATH')"
 	@echo "make golden  - regenerate $(GOLDEN)"
 	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from conf/kubeflow.yaml"
+	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from conf/kubeflow.yaml"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -87,6 +94,33 @@ run: $(VENV)/.installed $(DATA)/manifest.json
 tune: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) --set tuning.enabled=true $(RUN_ARGS)
 
+# Batch inference (components/batch_scoring.py): `make score SPAN=2` scores data/shop/span-2 with the
+# newest pushed model and writes outputs/predictions/<model>/span-2/; SCORE_ARGS='--model-version V'.
+SCORE_ARGS ?=
+score: $(VENV)/.installed
+	$(VENV)/bin/shop-pipeline score --set data.root=$(DATA) $(if $(SPAN),--span $(SPAN)) $(SCORE_ARGS)
+
+# The model server (serving/, in $(SERVING_VENV)) on the newest version under outputs/serving/.
+PORT ?= 8080
+AB_PERCENT ?= 30
+SERVE_ARGS ?=
+serve: $(VENV)/.installed $(SERVING_VENV)/.installed
+	$(VENV)/bin/shop-serve start --set data.root=$(DATA) --port $(PORT) $(SERVE_ARGS)
+
+serve-ab: $(VENV)/.installed $(SERVING_VENV)/.installed
+	$(VENV)/bin/shop-serve start --set data.root=$(DATA) --port $(PORT) \
+	  --set serving.ab_candidate_percent=$(AB_PERCENT) $(SERVE_ARGS)
+
+replay: $(VENV)/.installed
+	$(VENV)/bin/shop-serve replay --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS)) \
+	  --url http://localhost:$(PORT)
+
+ab-report: $(VENV)/.installed
+	$(VENV)/bin/shop-serve ab-report --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS))
+
+bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
+	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64
+
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
 TEST_WORKERS ?= 2
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
@@ -130,6 +164,9 @@ compile: $(VENV)/.installed
 
 katib-manifest: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline katib-manifest --config kubeflow --output manifests/katib/experiment.yaml
+
+kserve-manifest: $(VENV)/.installed
+	$(VENV)/bin/shop-pipeline kserve-manifest --config kubeflow --output-dir manifests/kserve
 
 golden: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline compile --config kubeflow --output $(GOLDEN)

@@ -5,6 +5,12 @@ on unchanged data re-evaluates the cached model (the baseline is now that same m
 push an identical copy, which a model server then "switches" to. This executor records the source
 model in each version folder and, when the newest version already holds this model, reports it as
 pushed without writing anything.
+
+After a real push (blessed, a new version folder written) it also writes the KServe
+InferenceServices for that version (pipelines/kserve_manifest.py) when custom_config carries
+{"kserve": {"manifest_dir": ..., "settings": KServeSettings.to_dict()}}: the custom predictor pinned
+to the new version, and a canary against the version that was newest before the push. A model that
+is not blessed, or one already serving, leaves the manifests as they are.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.utils import io_utils, json_utils, proto_utils
 
 SOURCE_FILE = "PUSHED_FROM"
+# Custom properties TFX's Pusher sets on the PushedModel artifact (tfx.components.pusher.executor).
+PUSHED_KEY, PUSHED_VERSION_KEY = "pushed", "pushed_version"
 
 
 def newest_version(base_directory: str) -> str | None:
@@ -46,26 +54,71 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         )
         base = destination.filesystem.base_directory
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
-        version = newest_version(base)
-        source = os.path.join(base, version, SOURCE_FILE) if version else None
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+        )
+        previous = newest_version(base)
+        source = os.path.join(base, previous, SOURCE_FILE) if previous else None
         if self.CheckBlessing(input_dict) and source and fileio.exists(source):
             if io_utils.read_string_file(source).strip() == model.uri:
-                model_push = artifact_utils.get_single_instance(
-                    output_dict[standard_component_specs.PUSHED_MODEL_KEY]
-                )
                 logging.info(
-                    "Model %s already serves as version %s: nothing to push.", model.uri, version
+                    "Model %s already serves as version %s: nothing to push.", model.uri, previous
                 )
                 self._MarkPushed(
                     model_push,
-                    pushed_destination=os.path.join(base, version),
-                    pushed_version=version,
+                    pushed_destination=os.path.join(base, previous),
+                    pushed_version=previous,
                 )
                 return
         super().Do(input_dict, output_dict, exec_properties)
-        version = newest_version(base)
-        if version:
-            io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
+        if not model_push.get_int_custom_property(PUSHED_KEY):
+            return  # not blessed: no version folder, no provenance, no manifest
+        version = model_push.get_string_custom_property(PUSHED_VERSION_KEY)
+        io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
+        kserve = _custom_config(exec_properties).get("kserve")
+        if kserve:
+            paths = write_kserve_manifests(
+                kserve, version, previous if previous != version else None
+            )
+            logging.info("KServe InferenceServices for version %s: %s", version, paths)
+
+
+def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
+    value = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if isinstance(value, str):  # the component stores it as JSON
+        value = json_utils.loads(value)
+    return value or {}
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write-then-rename with fileio (local paths and object stores): kubectl or a watcher never
+    reads half a manifest."""
+    fileio.makedirs(os.path.dirname(path))
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    with fileio.open(temporary, "w") as handle:
+        handle.write(text)
+    fileio.rename(temporary, path, overwrite=True)
+
+
+def write_kserve_manifests(kserve: dict[str, Any], version: str, previous: str | None) -> list[str]:
+    """The InferenceServices for a pushed version into kserve["manifest_dir"]: the custom
+    predictor pinned to it, canaryTrafficPercent when an older version served before."""
+    from pipelines.kserve_manifest import KServeSettings, write_manifests
+
+    settings = KServeSettings.from_dict(kserve["settings"])
+    origin = (
+        f"Written by the Pusher when it pushed version {version}"
+        + (f" (previous version {previous})" if previous else " (no previous version)")
+        + f" to {settings.storage_uri}; replaced by the next push."
+    )
+    return write_manifests(
+        kserve["manifest_dir"],
+        settings,
+        origin,
+        model_version=int(version),
+        previous_version=int(previous) if previous else None,
+        write=_write_file,
+    )
 
 
 class IdempotentPusher(pusher_component.Pusher):

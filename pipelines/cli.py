@@ -31,6 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the whole pipeline locally (LocalDagRunner)")
     _add_config_args(run)
     run.add_argument("--verbose", action="store_true", help="show TFX's full log")
+    score = commands.add_parser(
+        "score",
+        help="batch inference: score a span's CSVs with a pushed model (Beam, beam.runner)",
+    )
+    _add_config_args(score)
+    score.add_argument(
+        "--span", type=int, help="span to score (default: data.span, else the newest span-N)"
+    )
+    score.add_argument(
+        "--model-version",
+        metavar="VERSION",
+        help="pushed version under serving_dir to score with (default: the newest)",
+    )
     show = commands.add_parser("config", help="print the resolved configuration")
     _add_config_args(show)
     compile_ = commands.add_parser(
@@ -46,6 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         default="manifests/katib/experiment.yaml",
         help="where to write it ('-': stdout)",
+    )
+    kserve = commands.add_parser(
+        "kserve-manifest",
+        help="write the KServe InferenceServices of the serving section (YAML + kustomization)",
+    )
+    _add_config_args(kserve, default="kubeflow")
+    kserve.add_argument("--output-dir", default="manifests/kserve", help="where to write them")
+    kserve.add_argument(
+        "--model-version", type=int, help="pin the custom predictor to this pushed version"
+    )
+    kserve.add_argument(
+        "--previous-version",
+        type=int,
+        help="the version serving now: a canary (serving.canary_traffic_percent to the new one)",
     )
     submit = commands.add_parser(
         "submit", help="upload the package as a new pipeline version and start a run"
@@ -78,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         return _submit(config, args)
     if args.command == "katib-manifest":
         return _katib_manifest(config, args)
+    if args.command == "kserve-manifest":
+        return _kserve_manifest(config, args)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.command == "compile":
         return _compile(config, args.output)
+    if args.command == "score":
+        return _score(config, args)
 
     from components.validation import DataValidationError
     from pipelines.local_runner import run_local
@@ -125,6 +156,22 @@ def _compile(config, output: str | None) -> int:
     return 0
 
 
+def _score(config, args) -> int:
+    from components.batch_scoring import BatchScoringError, score_span
+
+    try:
+        score_span(
+            config,
+            span=args.span,
+            model_version=args.model_version,
+            progress=lambda line: print(f"shop-pipeline: {line}", flush=True),
+        )
+    except BatchScoringError as err:
+        print(f"shop-pipeline: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _katib_manifest(config, args) -> int:
     from components.tuning.experiment import manifest_text
 
@@ -135,6 +182,37 @@ def _katib_manifest(config, args) -> int:
     else:
         _write(args.output, text)
         print(f"wrote the Katib Experiment of {source} to {args.output}")
+    return 0
+
+
+def _kserve_manifest(config, args) -> int:
+    from pipelines.kserve_manifest import KServeManifestError, KServeSettings, write_manifests
+
+    source = args.config if args.config.endswith(".yaml") else f"conf/{args.config}.yaml"
+    command = ["shop-pipeline kserve-manifest", f"--config {args.config}"]
+    command += [f"--set {override}" for override in args.overrides]
+    for flag, value in (
+        ("--model-version", args.model_version),
+        ("--previous-version", args.previous_version),
+    ):
+        if value is not None:
+            command.append(f"{flag} {value}")
+    origin = (
+        f"Generated from {source}'s serving section by\n  {' '.join(command)}\n"
+        "manifests/kserve/ is `make kserve-manifest`'s output: do not edit it, "
+        "tests/unit/test_kserve_manifests.py fails when it and the config disagree."
+    )
+    try:
+        settings = KServeSettings.from_config(config)
+        paths = write_manifests(
+            args.output_dir, settings, origin, args.model_version, args.previous_version
+        )
+    except KServeManifestError as err:
+        print(f"shop-pipeline: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote the KServe InferenceServices of {source} to {args.output_dir}/:")
+    for path in paths:
+        print(f"  {path}")
     return 0
 
 

@@ -306,10 +306,10 @@ class ServingConfig(_Section):
         1000, ge=1, description="the most instances one request may carry (413 above it)"
     )
     batch_max_size: int = Field(
-        64, ge=1, description="instances of concurrent requests merged into one model call"
+        64, ge=1, description="instances of concurrent requests merged into one call; 1 = off"
     )
     batch_timeout_ms: float = Field(
-        2.0, ge=0, description="how long a batch waits for more requests; 0 = no batching"
+        0.0, ge=0, description="extra wait for more requests; 0 = batch only what queued up"
     )
     reload_interval_s: float = Field(
         2.0, gt=0, description="how often the server looks for a newer pushed version"

@@ -17,6 +17,7 @@ from components.span_example_gen import SpanCsvExampleGen
 from components.tuning.component import KatibTuner, TunerSettings
 from components.validation_components import DriftValidator, ValidationGate
 from pipelines.config import ConfigError, PipelineConfig
+from pipelines.kserve_manifest import pusher_custom_config
 from pipelines.spans import SpanSelection, select_spans
 from simulator.catalog import LABEL
 
@@ -285,6 +286,7 @@ def create_pipeline(
                 base_directory=_absolute(config.serving_dir)
             )
         ),
+        custom_config=pusher_custom_config(config),  # its KServe InferenceServices
     ).with_id("Pusher")
     components += [gate, transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
     if kubeflow:

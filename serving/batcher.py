@@ -1,10 +1,11 @@
 """Merges concurrent requests into one model call (adaptive micro-batching).
 
 A TensorFlow call has a fixed cost per call; on a busy server many small requests wait in line for
-it. One worker per model version takes whatever requests are queued, waits at most `timeout_s`
-for more (up to `max_size` instances), runs one call in a thread and hands each request its
-slice of the scores. A lone request therefore waits at most `timeout_s` extra. benchmarks/
-serving_latency.py measures whether it pays (it does on 2 cores at concurrency >= 4).
+it. One worker per model version takes every request queued while the previous call ran (up to
+`max_size` instances), optionally waits up to `timeout_s` for more, runs one call in a thread and
+hands each request its slice of the scores. With timeout 0 a lone request never waits: batches
+form only under load. max_size 1 turns batching off (one call per request, run concurrently).
+benchmarks/serving_latency.py measures the three modes side by side.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ class MicroBatcher:
 
     async def submit(self, columns: Columns, size: int) -> list[float]:
         loop = asyncio.get_running_loop()
-        if self._timeout_s <= 0:  # batching off: one model call per request, concurrently
+        if self._max_size <= 1:  # batching off: one model call per request, concurrently
             self._on_batch(size)
             return await loop.run_in_executor(None, self._score, columns)
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._run())
         pending = _Pending(columns, size, loop.create_future())
-        await self._queue.put(pending)
+        self._queue.put_nowait(pending)
+        # The worker lives while there is work and exits when the queue is empty, so a retired
+        # version's batcher finishes every request it accepted and then holds nothing alive.
+        # (No await between its emptiness check and its exit: a put can never be stranded.)
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run())
         return await pending.future
 
     async def _collect(self) -> list[_Pending]:
@@ -64,7 +69,7 @@ class MicroBatcher:
                 item = self._queue.get_nowait()
             else:
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0:  # timeout 0: take what was queued, never wait
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -76,7 +81,8 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        assert self._queue is not None
+        while not self._queue.empty():
             batch = await self._collect()
             self._on_batch(sum(p.size for p in batch))
             try:
@@ -93,7 +99,3 @@ class MicroBatcher:
                 if not p.future.done():  # a cancelled request (client gone) is skipped
                     p.future.set_result(scores[start : start + p.size])
                 start += p.size
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()

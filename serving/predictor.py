@@ -49,7 +49,7 @@ class ServerSettings:
     pinned_version: str | None = None
     max_instances: int = 1000
     batch_max_size: int = 64
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float = 0.0
     reload_interval_s: float = 2.0
     ab_candidate_percent: int = 0
     ab_key: str = "user_id"
@@ -135,15 +135,11 @@ class RankingModel(Model):
             changed |= name not in self.live or self.live[name].version.version != version
         changed |= set(fresh) != set(self.live)
         if changed:
-            old = self.live
             self.live = fresh  # one assignment: requests in flight keep their _Live
             for name, live in fresh.items():
                 metrics.LIVE_VERSION.labels(self.name, name).set(int(live.version.version))
                 log.info("serving %s as %s (%s)", live.version.version, name, live.version.path)
-            kept = {id(live) for live in fresh.values()}
-            for live in old.values():
-                if id(live) not in kept:
-                    live.batcher.close()
+            # A retired version's batcher answers what it accepted, then is garbage with it.
         return changed
 
     def load(self) -> bool:

@@ -6,7 +6,10 @@ request, and the sticky A/B split tags, logs and reports both variants."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -17,6 +20,7 @@ import tensorflow as tf
 from e2e_data import config_for
 from serving_process import running_server
 
+from pipelines.config import REPO_ROOT
 from serving import ab
 from serving.cli import main as shop_serve
 from serving.contract import Contract
@@ -217,8 +221,6 @@ def test_ab_split_is_sticky_tagged_logged_and_reported(served, workspace, tmp_pa
     report_path = tmp_path / "report.json"
     argv = ["ab-report", "--set", f"data.root={workspace / 'data'}", "--span", "2"]
     assert shop_serve([*argv, "--log", str(log), "--output", str(report_path)]) == 0
-    import json
-
     report = json.loads(report_path.read_text())
     variants = report["variants"]
     assert variants["candidate"]["versions"] == [candidate]
@@ -226,3 +228,20 @@ def test_ab_split_is_sticky_tagged_logged_and_reported(served, workspace, tmp_pa
     assert variants["control"]["labelled"] == variants["control"]["instances"]
     assert 0.5 < variants["control"]["auc"] <= 1
     assert "auc_difference_95ci" in report
+
+
+def test_latency_benchmark_smoke(served, workspace, tmp_path):
+    """benchmarks/serving_latency.py on a tiny load, so the script cannot rot (no timing asserted)."""
+    out = tmp_path / "serving.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving_latency", "--config", "local",
+         "--model-dir", str(served.models), "--span-dir", str(workspace / "data" / "span-2"),
+         "--requests", "30", "--concurrency", "1", "4", "--floor-calls", "30", "--json", str(out)],
+        check=True,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert set(result["figures"]) == {"off", "greedy", "wait-2ms"}
+    assert all(set(levels) == {"1", "4"} for levels in result["figures"].values())
+    assert result["in_process_floor"]["p50_ms"] > 0
+    assert set(result["throughput_vs_off"]) == {"greedy", "wait-2ms"}

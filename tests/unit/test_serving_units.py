@@ -104,17 +104,18 @@ def test_micro_batcher_merges_concurrent_requests_and_splits_the_answers():
         calls.append(len(columns["x"]))
         return [2.0 * v for v in columns["x"]]
 
-    async def scenario(timeout_s):
-        batcher = MicroBatcher(score, max_size=64, timeout_s=timeout_s)
+    async def scenario(max_size, timeout_s):
+        batcher = MicroBatcher(score, max_size=max_size, timeout_s=timeout_s)
         answers = await asyncio.gather(*(batcher.submit({"x": [i, i + 0.5]}, 2) for i in range(10)))
-        batcher.close()
         return answers
 
-    answers = asyncio.run(scenario(0.05))
-    assert answers == [[2.0 * i, 2.0 * i + 1.0] for i in range(10)]
-    assert sum(calls) == 20 and len(calls) < 10  # merged into fewer model calls
+    expected = [[2.0 * i, 2.0 * i + 1.0] for i in range(10)]
+    for max_size, timeout_s in [(64, 0.05), (64, 0.0)]:  # waiting, and greedy (what queued up)
+        calls.clear()
+        assert asyncio.run(scenario(max_size, timeout_s)) == expected
+        assert sum(calls) == 20 and len(calls) < 10, calls  # merged into fewer model calls
     calls.clear()
-    assert asyncio.run(scenario(0)) == answers and calls == [2] * 10  # batching off
+    assert asyncio.run(scenario(1, 0.0)) == expected and calls == [2] * 10  # batching off
 
 
 def test_micro_batcher_hands_a_model_error_to_every_waiting_request_and_lives_on():
@@ -129,7 +130,6 @@ def test_micro_batcher_hands_a_model_error_to_every_waiting_request_and_lives_on
             batcher.submit({"x": [-1]}, 1), batcher.submit({"x": [1]}, 1), return_exceptions=True
         )
         second = await batcher.submit({"x": [3]}, 1)
-        batcher.close()
         return first, second
 
     first, second = asyncio.run(scenario())
@@ -201,3 +201,18 @@ def test_server_command_comes_from_config(tmp_path, monkeypatch):
     monkeypatch.setenv("SHOP_SERVING_PYTHON", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="make serving-env"):
         server_command(config, 8123)
+
+
+def test_micro_batcher_worker_exits_when_idle_and_restarts_on_demand():
+    """A retired version's batcher must answer what it accepted and then hold nothing alive."""
+
+    async def scenario():
+        batcher = MicroBatcher(lambda c: list(c["x"]), max_size=8, timeout_s=0.0)
+        first = await asyncio.gather(*(batcher.submit({"x": [i]}, 1) for i in range(5)))
+        await asyncio.sleep(0)
+        idle = batcher._worker.done()
+        second = await batcher.submit({"x": [9]}, 1)
+        return first, idle, second
+
+    first, idle, second = asyncio.run(scenario())
+    assert first == [[i] for i in range(5)] and idle and second == [9]

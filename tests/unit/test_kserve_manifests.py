@@ -1,0 +1,370 @@
+"""KServe InferenceServices: built from the config (pipelines/kserve_manifest.py), committed in
+manifests/kserve/ (regenerate with `make kserve-manifest`), checked against kserve 0.15's models
+in .venv-serving (serving/validate_manifests.py), and written by Pusher for each version it pushes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+from pipelines.config import REPO_ROOT, ConfigError, load_config
+from pipelines.kserve_manifest import (
+    CONTAINER_NAME,
+    FILES,
+    KUSTOMIZATION,
+    MODEL_MOUNT,
+    KServeManifestError,
+    KServeSettings,
+    inference_service,
+    pusher_custom_config,
+    storage_uri,
+    write_manifests,
+)
+
+MANIFESTS = REPO_ROOT / "manifests" / "kserve"
+SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
+VALIDATOR = REPO_ROOT / "serving" / "validate_manifests.py"
+KUBEFLOW_URI = "pvc://shop-ranking-store/outputs/serving/shop-ranking"
+
+
+@pytest.fixture(scope="module")
+def settings() -> KServeSettings:
+    return KServeSettings.from_config(load_config("kubeflow"))
+
+
+def _validate(*paths: Path) -> subprocess.CompletedProcess:
+    if not SERVING_PYTHON.exists():
+        pytest.fail(f"{SERVING_PYTHON} is missing: run `make serving-env`")
+    return subprocess.run(
+        [str(SERVING_PYTHON), str(VALIDATOR), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+
+
+def _lines(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """validator output: file -> its line ("ok   <file>: ..." or "FAIL <file>: ...")."""
+    lines = {}
+    for line in result.stdout.splitlines():
+        status, _, rest = line.partition(" ")
+        lines[rest.strip().split(": ", 1)[0]] = f"{status} {rest.strip()}"
+    return lines
+
+
+def _env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+# --- the committed manifests ------------------------------------------------------------------
+
+
+def test_the_committed_manifests_are_what_the_config_generates(tmp_path):
+    assert main(["kserve-manifest", "--config", "kubeflow", "--output-dir", str(tmp_path)]) == 0
+    fresh = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    committed = {p.name: p.read_text() for p in MANIFESTS.iterdir()}
+    assert committed == fresh, "manifests/kserve/ is stale: run `make kserve-manifest`"
+    assert set(fresh) == {*FILES.values(), KUSTOMIZATION}
+
+
+def test_committed_and_canary_manifests_survive_the_kserve_sdk_models(tmp_path, settings):
+    canary = write_manifests(str(tmp_path), settings, "test", 1700000200, 1700000100)
+    kustomization = Path("manifests/kserve") / KUSTOMIZATION  # lines name files as given
+    result = _validate(kustomization, *[Path(p) for p in canary if p.endswith(FILES["custom"])])
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = _lines(result)
+    for name in FILES.values():  # the kustomization stands for both of its files
+        line = lines[str(Path("manifests/kserve") / name)]
+        assert line.startswith("ok "), line
+    assert "custom container, v2" in lines["manifests/kserve/" + FILES["custom"]]
+    assert "tensorflow model, v1" in lines["manifests/kserve/" + FILES["tensorflow"]]
+    assert "canary 10%" in lines[str(tmp_path / FILES["custom"])]
+
+
+BROKEN = {  # file name -> (change to spec.predictor, the start of its FAIL line's message)
+    "kserve-field": (
+        lambda p: p.update(canaryTraficPercent=10),
+        "spec.predictor.canaryTraficPercent: dropped by the model",
+    ),
+    "kubernetes-field": (
+        lambda p: p["containers"][0].update(comand=["true"]),
+        "spec.predictor.containers[0].comand: dropped by the model",
+    ),
+    "wrong-type": (
+        lambda p: p.update(canaryTrafficPercent="10"),
+        "spec.predictor.canaryTrafficPercent: '10' is not of type int",
+    ),
+}
+
+
+def test_the_validator_rejects_a_broken_manifest_naming_the_file_and_field(tmp_path):
+    files = {}
+    for name, (change, _) in BROKEN.items():
+        manifest = yaml.safe_load((MANIFESTS / FILES["custom"]).read_text())
+        change(manifest["spec"]["predictor"])
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump(manifest))
+    result = _validate(*files.values())
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = _lines(result)
+    for name, (_, message) in BROKEN.items():
+        assert lines[str(files[name])].startswith(f"FAIL {files[name]}: {message}"), lines
+
+
+def test_the_kustomization_renders_both_inference_services():
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH (needed for `kubectl kustomize`)")
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert names == {"shop-ranking", "shop-ranking-tfserving"}
+
+
+# --- what the manifests say -------------------------------------------------------------------
+
+
+def test_a_canary_only_with_a_previous_version(settings):
+    def predictors(model_version=None, previous_version=None):
+        return [
+            inference_service(settings, p, model_version, previous_version)["spec"]["predictor"]
+            for p in ("custom", "tensorflow")
+        ]
+
+    for custom, tensorflow in (predictors(), predictors(1700000200)):
+        assert "canaryTrafficPercent" not in custom and "canaryTrafficPercent" not in tensorflow
+    custom, tensorflow = predictors(1700000200, 1700000100)
+    assert custom["canaryTrafficPercent"] == tensorflow["canaryTrafficPercent"] == 10
+    # Only the custom predictor pins the version: its new revision differs from the old one.
+    assert "--model-version=1700000200" in custom["containers"][0]["args"]
+    assert not any("version" in a for a in predictors()[0]["containers"][0]["args"])
+    assert tensorflow["model"]["storageUri"] == KUBEFLOW_URI  # newest version, both revisions
+    assert "canaryTrafficPercent" not in predictors(1700000200, 1700000200)[0]
+    with pytest.raises(KServeManifestError, match="needs the new model_version"):
+        predictors(None, 1700000100)
+
+
+def test_each_predictor_speaks_its_protocol_and_reads_the_pushed_versions(settings):
+    custom = inference_service(settings, "custom")
+    tensorflow = inference_service(settings, "tensorflow")
+    assert custom["metadata"]["name"] == "shop-ranking"
+    assert tensorflow["metadata"]["name"] == "shop-ranking-tfserving"
+    assert {custom["metadata"]["namespace"], tensorflow["metadata"]["namespace"]} == {"kubeflow"}
+    (container,) = custom["spec"]["predictor"]["containers"]
+    assert container["name"] == CONTAINER_NAME
+    assert container["command"] == ["python", "-m", "serving.server"]
+    assert _env(container) == {"STORAGE_URI": KUBEFLOW_URI, "PROTOCOL": "v2"}
+    assert f"--model-dir={MODEL_MOUNT}" in container["args"]
+    assert "--model-name=shop-ranking" in container["args"]
+    model = tensorflow["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "tensorflow"
+    assert model["runtimeVersion"] == load_config("kubeflow").serving.tf_serving_version
+    assert (model["protocolVersion"], model["storageUri"]) == ("v1", KUBEFLOW_URI)
+    for predictor in (custom, tensorflow):
+        spec = predictor["spec"]["predictor"]
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 4)
+        assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", 8)
+
+
+def test_every_flag_the_manifest_passes_is_one_the_server_takes(settings):
+    declared = set(
+        re.findall(r'add_argument\(\s*"(--[a-z-]+)"', (REPO_ROOT / "serving/server.py").read_text())
+    )
+    (container,) = inference_service(settings, "custom", 1700000200)["spec"]["predictor"][
+        "containers"
+    ]
+    passed = {arg.split("=", 1)[0] for arg in container["args"]}
+    assert passed <= declared, passed - declared
+
+
+def test_resources_request_the_config_and_limit_twice_the_cpu():
+    config = load_config("kubeflow", ["serving.cpu=0.5", "serving.memory_gb=3"])
+    service = inference_service(KServeSettings.from_config(config), "custom")
+    resources = service["spec"]["predictor"]["containers"][0]["resources"]
+    assert resources == {
+        "requests": {"cpu": "0.5", "memory": "3G"},
+        "limits": {"cpu": "1", "memory": "3G"},
+    }
+
+
+def test_the_storage_uri_is_given_or_derived_from_the_pvc_or_the_object_store():
+    assert storage_uri(load_config("kubeflow")) == KUBEFLOW_URI
+    given = load_config("kubeflow", ["serving.storage_uri=gs://models/shop"])
+    assert storage_uri(given) == "gs://models/shop"
+    bucket = load_config("kubeflow", ["output_root=gs://bucket/shop", "kubeflow.pvc_name=null"])
+    assert storage_uri(bucket) == "gs://bucket/shop/serving/shop-ranking"
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "named"),
+    [
+        ("local", [], ["serving.storage_uri", "kubeflow.pvc_name"]),
+        ("kubeflow", ["output_root=/data/outputs"], ["output_root", "kubeflow.pvc_mount_path"]),
+        ("kubeflow", ["serving.model_name=" + "m" * 60], ["serving.model_name"]),
+    ],
+    ids=["no-pvc", "outside-the-mount", "name-too-long"],
+)
+def test_a_config_without_a_storage_uri_fails_naming_the_fields(env, overrides, named):
+    with pytest.raises(KServeManifestError) as raised:
+        KServeSettings.from_config(load_config(env, overrides))
+    assert all(field in str(raised.value) for field in named), raised.value
+
+
+def test_the_cli_reports_the_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "kserve"
+    assert main(["kserve-manifest", "--config", "local", "--output-dir", str(out)]) == 2
+    assert "serving.storage_uri" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_cli_writes_a_pinned_canary(tmp_path):
+    args = ["--model-version", "1700000200", "--previous-version", "1700000100"]
+    assert main(["kserve-manifest", "--output-dir", str(tmp_path), *args]) == 0
+    text = (tmp_path / FILES["custom"]).read_text()
+    assert "--previous-version 1700000100" in text.split("apiVersion:")[0]  # the header says how
+    predictor = yaml.safe_load(text)["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert "--model-version=1700000200" in predictor["containers"][0]["args"]
+
+
+# --- Pusher writes them for each version it pushes ---------------------------------------------
+
+OLD_VERSION = "1000000000"  # older than any push the test makes (Pusher versions by time.time())
+
+
+@pytest.fixture
+def pusher(tmp_path):
+    """Runs IdempotentPusherExecutor on real TFX artifacts with the exec properties the
+    component (as create_pipeline builds it) serializes. Returns push(model_dir, blessed)."""
+    from tfx import v1 as tfx
+    from tfx.types import standard_artifacts
+
+    from components.pusher import IdempotentPusher, IdempotentPusherExecutor
+
+    config = load_config(
+        "kubeflow", [f"output_root={tmp_path / 'outputs'}", "serving.storage_uri=pvc://s/models"]
+    )
+    component = IdempotentPusher(
+        model=tfx.dsl.Channel(type=standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
+        ),
+        custom_config=pusher_custom_config(config),
+    )
+    runs = iter(range(100))
+
+    def push(model_dir: Path, blessed: bool):
+        run = next(runs)
+        model = standard_artifacts.Model()
+        model.uri = str(model_dir)
+        blessing = standard_artifacts.ModelBlessing()
+        blessing.uri = str(tmp_path / f"blessing-{run}")
+        blessing.set_int_custom_property("blessed", int(blessed))
+        pushed = standard_artifacts.PushedModel()
+        pushed.uri = str(tmp_path / f"pushed-{run}")
+        IdempotentPusherExecutor().Do(
+            {"model": [model], "model_blessing": [blessing]},
+            {"pushed_model": [pushed]},
+            dict(component.exec_properties),
+        )
+        return pushed
+
+    push.serving = Path(config.serving_dir)
+    push.manifests = Path(config.kserve_manifest_dir)
+    return push
+
+
+def _model(root: Path, name: str) -> Path:
+    """A model artifact folder as the Trainer leaves it (Pusher only copies Format-Serving)."""
+    serving = root / name / "Format-Serving"
+    (serving / "variables").mkdir(parents=True)
+    (serving / "saved_model.pb").write_bytes(b"not a real graph: Pusher only copies it")
+    (serving / "variables" / "variables.index").write_bytes(b"")
+    return root / name
+
+
+def _old_version(serving: Path, source: str) -> None:
+    (serving / OLD_VERSION).mkdir(parents=True)
+    (serving / OLD_VERSION / "saved_model.pb").write_bytes(b"old")
+    (serving / OLD_VERSION / "PUSHED_FROM").write_text(source)
+
+
+def _versions(serving: Path) -> list[str]:
+    return sorted(p.name for p in serving.iterdir() if p.name.isdigit())
+
+
+def test_pusher_writes_a_canary_pinning_the_pushed_version_then_skips_the_same_model(
+    tmp_path, pusher
+):
+    _old_version(pusher.serving, "/artifacts/older-model")
+    model = _model(tmp_path, "model-a")
+    pushed = pusher(model, blessed=True)
+    version = pushed.get_string_custom_property("pushed_version")
+    assert _versions(pusher.serving) == [OLD_VERSION, version]
+    assert (pusher.serving / version / "PUSHED_FROM").read_text() == str(model)
+    assert sorted(p.name for p in pusher.manifests.iterdir()) == sorted(
+        [*FILES.values(), KUSTOMIZATION]
+    )
+    text = (pusher.manifests / FILES["custom"]).read_text()
+    assert f"pushed version {version} (previous version {OLD_VERSION})" in text
+    predictor = yaml.safe_load(text)["spec"]["predictor"]
+    assert f"--model-version={version}" in predictor["containers"][0]["args"]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert _env(predictor["containers"][0])["STORAGE_URI"] == "pvc://s/models"
+    tensorflow = yaml.safe_load((pusher.manifests / FILES["tensorflow"]).read_text())
+    assert tensorflow["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+    # The same model again (a rerun on unchanged data): already serving, nothing written.
+    for path in pusher.manifests.iterdir():
+        path.write_text("# left alone\n")
+    again = pusher(model, blessed=True)
+    assert again.get_int_custom_property("pushed") == 1
+    assert again.get_string_custom_property("pushed_version") == version
+    assert _versions(pusher.serving) == [OLD_VERSION, version]
+    assert {p.read_text() for p in pusher.manifests.iterdir()} == {"# left alone\n"}
+
+
+def test_a_first_push_is_pinned_without_a_canary(tmp_path, pusher):
+    pushed = pusher(_model(tmp_path, "model-a"), blessed=True)
+    version = pushed.get_string_custom_property("pushed_version")
+    predictor = yaml.safe_load((pusher.manifests / FILES["custom"]).read_text())["spec"][
+        "predictor"
+    ]
+    assert f"--model-version={version}" in predictor["containers"][0]["args"]
+    assert "canaryTrafficPercent" not in predictor
+
+
+def test_a_model_that_is_not_blessed_leaves_versions_and_manifests_alone(tmp_path, pusher):
+    _old_version(pusher.serving, "/artifacts/older-model")
+    pusher.manifests.mkdir(parents=True)
+    (pusher.manifests / FILES["custom"]).write_text("# the serving version's manifest\n")
+    pushed = pusher(_model(tmp_path, "model-b"), blessed=False)
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert _versions(pusher.serving) == [OLD_VERSION]
+    # The version that serves keeps its provenance (the unblessed model is not recorded there).
+    assert (pusher.serving / OLD_VERSION / "PUSHED_FROM").read_text() == "/artifacts/older-model"
+    assert [p.name for p in pusher.manifests.iterdir()] == [FILES["custom"]]
+    assert (pusher.manifests / FILES["custom"]).read_text() == "# the serving version's manifest\n"
+
+
+def test_pusher_gets_the_settings_through_a_small_json_custom_config():
+    config = load_config("kubeflow")
+    custom = pusher_custom_config(config)
+    assert custom["kserve"]["manifest_dir"] == "/mnt/shop/outputs/kserve"  # on the PVC
+    assert json.loads(json.dumps(custom)) == custom
+    settings = KServeSettings.from_dict(custom["kserve"]["settings"])
+    assert settings == KServeSettings.from_config(config)
+    assert pusher_custom_config(load_config("local")) is None  # no storage URI: no manifests
+    with pytest.raises(ConfigError, match="kubeflow.pvc_mount_path"):  # a PVC, but not under it
+        pusher_custom_config(load_config("kubeflow", ["output_root=/data/outputs"]))
