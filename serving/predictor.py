@@ -81,6 +81,7 @@ class RankingModel(Model):
         self.request_log = RequestLog(settings.request_log)
         self.live: dict[str, _Live] = {}  # variant -> live version; control only without A/B
         self._fingerprints: dict[str, tuple] = {}
+        self._warned_single = False
 
     # -- versions ------------------------------------------------------------------------------
     def _wanted(self) -> dict[str, str]:
@@ -100,6 +101,10 @@ class RankingModel(Model):
             )
         if self.settings.ab_candidate_percent and len(versions) >= 2:
             return {CONTROL: versions[-2], CANDIDATE: versions[-1]}
+        if self.settings.ab_candidate_percent and not self._warned_single:
+            self._warned_single = True
+            log.warning("A/B split asked for, but only version %s exists: serving it to everyone "
+                        "until a second version is pushed", versions[-1])  # fmt: skip
         return {CONTROL: versions[-1]}
 
     def _make_live(self, version: str) -> _Live:
