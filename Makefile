@@ -119,7 +119,8 @@ ab-report: $(VENV)/.installed
 	$(VENV)/bin/shop-serve ab-report --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS))
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
-	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64
+	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 \
+	  --json outputs/benchmarks/serving_latency.json
 
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
 TEST_WORKERS ?= 2

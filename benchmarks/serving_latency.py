@@ -3,19 +3,21 @@
     .venv/bin/python -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64
 
 Starts the model server (serving environment) on the newest pushed model once per batching mode,
-one after the other: off (serving.batch_max_size=1: one model call per request), greedy (requests
+all three at once: off (serving.batch_max_size=1: one model call per request), greedy (requests
 queued during a call are merged into the next, no waiting: the default) and wait-2ms (a batch
-waits up to 2 ms to fill). Each gets the same bounded load of one-instance V1 requests built from
-a span's rows at each concurrency level. Prints p50/p99 latency and requests/s per level and mode,
+waits up to 2 ms to fill). At each concurrency level the same bounded load of one-instance V1
+requests (built from a span's rows) goes to each mode in turn, in interleaved rounds, so the
+machine's drift hits all modes alike. Prints p50/p99 latency and requests/s per level and mode,
 each mode's throughput relative to "off", and the in-process SavedModel call (same rows, one
-instance per call) as the floor no server can beat. The load generator shares the machine's cores with the server, so the
-absolute figures are pessimistic; the ratios are what to compare.
+instance per call) as the floor no server can beat. The load generator shares the machine's cores
+with the servers, so the absolute figures are pessimistic; the ratios are what to compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -68,41 +70,83 @@ MODES = {
 }
 
 
-def measure_server(
-    config, model_dir: str, rows, levels: list[int], requests: int, mode_name: str
-) -> dict[int, dict[str, float]]:
+def measure_servers(
+    config, model_dir: str, rows, levels: list[int], requests: int, rounds: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    """All modes' servers run at once (idle ones cost nothing); at each level the load goes to
+    one mode after the other, `rounds` times, so a slow minute of the machine hits every mode
+    alike. Figures pool each mode's rounds."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from serving_process import running_server
 
     from pipelines.config import load_config
     from serving.loadgen import run_load
 
-    mode = load_config("local", [f"output_root={config.output_root}", *MODES[mode_name]])
     bodies = [{"instances": [r]} for r in rows]
-    figures: dict[int, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as work:
-        log = Path(work) / "requests.jsonl"
-        with running_server(
-            mode, model_dir, Path(work) / "server.log", request_log=str(log)
-        ) as url:
-            predict = f"{url}/v1/models/{mode.serving.model_name}:predict"
-            for level in levels:
-                asyncio.run(run_load(predict, bodies, min(200, requests), level))  # warm-up
-                result = asyncio.run(run_load(predict, bodies, requests, level))
-                ok = sum(1 for s in result.statuses if s == 200)
-                if ok != requests:
-                    raise RuntimeError(f"{requests - ok} failed requests: {result.errors[:3]}")
-                figures[level] = {
-                    "p50_ms": result.percentile(50) * 1000,
-                    "p99_ms": result.percentile(99) * 1000,
-                    "requests_per_s": result.requests_per_s,
+    per_round = max(1, requests // rounds)
+    figures: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in MODES}
+    with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
+        urls = {}
+        for mode, overrides in MODES.items():
+            settings = load_config("local", [f"output_root={config.output_root}", *overrides])
+            url = stack.enter_context(
+                running_server(settings, model_dir, Path(work) / f"{mode}.log",
+                               request_log=str(Path(work) / f"{mode}.jsonl"))
+            )  # fmt: skip
+            urls[mode] = f"{url}/v1/models/{settings.serving.model_name}:predict"
+        for level in levels:
+            pooled = {mode: ([], 0.0) for mode in MODES}
+            for mode in MODES:  # warm-up
+                asyncio.run(run_load(urls[mode], bodies, min(100, per_round), level))
+            for _ in range(rounds):
+                for mode in MODES:
+                    result = asyncio.run(run_load(urls[mode], bodies, per_round, level))
+                    failed = sum(1 for s in result.statuses if s != 200)
+                    if failed:
+                        raise RuntimeError(f"{mode}: {failed} failed requests {result.errors[:3]}")
+                    latencies, wall = pooled[mode]
+                    pooled[mode] = (latencies + result.latencies_s, wall + result.wall_s)
+            for mode, (latencies, wall) in pooled.items():
+                figures[mode][level] = {
+                    "p50_ms": _percentile(latencies, 50) * 1000,
+                    "p99_ms": _percentile(latencies, 99) * 1000,
+                    "requests_per_s": len(latencies) / wall,
                 }
+                f = figures[mode][level]
                 _say(
-                    f"batching {mode_name:<8} concurrency {level:>3}: "
-                    f"p50 {figures[level]['p50_ms']:.1f} ms, p99 {figures[level]['p99_ms']:.1f} ms,"
-                    f" {figures[level]['requests_per_s']:.0f} requests/s"
+                    f"batching {mode:<8} concurrency {level:>3}: p50 {f['p50_ms']:.1f} ms, "
+                    f"p99 {f['p99_ms']:.1f} ms, {f['requests_per_s']:.0f} requests/s"
                 )
     return figures
+
+
+def plot(figures: dict, floor: dict[str, float], levels: list[int], path: str) -> None:
+    """p50/p99 latency and requests/s against concurrency, one line per batching mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode, by_level in figures.items():
+        p50 = [by_level[level]["p50_ms"] for level in levels]
+        p99 = [by_level[level]["p99_ms"] for level in levels]
+        (line,) = latency.plot(levels, p50, marker="o", label=f"{mode} p50")
+        latency.plot(levels, p99, marker="x", linestyle="--", color=line.get_color(),
+                     label=f"{mode} p99")  # fmt: skip
+        throughput.plot(levels, [by_level[level]["requests_per_s"] for level in levels],
+                        marker="o", label=mode)  # fmt: skip
+    latency.axhline(floor["p50_ms"], color="grey", linestyle=":", label="in-process p50")
+    latency.set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="ms",
+                title="latency (one-instance requests)")  # fmt: skip
+    throughput.set(xscale="log", xlabel="concurrent requests", ylabel="requests/s",
+                   title="throughput by batching mode")  # fmt: skip
+    latency.legend(fontsize=7)
+    throughput.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span-dir", help="rows to send (default: the newest span of data.root)")
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level")
     parser.add_argument("--floor-calls", type=int, default=2000)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--plot",
+        default="outputs/benchmarks/serving_latency.png",
+        help="latency and throughput per concurrency and mode (PNG); '' = none",
+    )
     args = parser.parse_args(argv)
 
     from pipelines.config import load_config
@@ -138,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     floor = in_process_floor(model_dir, contract, rows, args.floor_calls)
     _say(f"in-process floor: p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms")
-    figures = {
-        mode: measure_server(config, model_base, rows, args.concurrency, args.requests, mode)
-        for mode in MODES
-    }
+    figures = measure_servers(
+        config, model_base, rows, args.concurrency, args.requests, args.rounds
+    )
 
     print(f"\nin-process model call (1 instance): p50 {floor['p50_ms']:.2f} ms, "
           f"p99 {floor['p99_ms']:.2f} ms ({floor['calls_per_s']:.0f} calls/s)")  # fmt: skip
@@ -161,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{level:>11} | " + " | ".join(cells) + " | "
               + " ".join(f"{ratios[m][level]:>8.2f}" for m in ratios))  # fmt: skip
+    if args.plot:
+        plot(figures, floor, args.concurrency, args.plot)
+        _say(f"plot: {args.plot}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
