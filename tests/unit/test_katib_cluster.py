@@ -11,13 +11,13 @@ from kubeflow.katib import KatibClient
 from kubeflow.katib import models as katib
 from kubeflow.katib.api_client import ApiClient as KatibApiClient
 from kubernetes import client
-from test_manifests import differences
 
 from components.tfjob import TFJobSettings
 from components.tuning import cluster_backend
 from components.tuning.experiment import build_experiment, fixed_trial_args
 from components.tuning.report import TuningError
 from pipelines.config import load_config
+from serving.validate_manifests import differences
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from serving.validate_manifests import differences  # one field-path diff for every manifest check
+
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZATION = ROOT / "manifests" / "kfp"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -58,31 +60,6 @@ def model_class(obj: dict) -> str:
     if key not in MODELS:
         raise LookupError(f"no client model for apiVersion/kind {key}: add it to MODELS")
     return MODELS[key]
-
-
-def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
-    """Paths where `actual` differs from `expected` (keys lost, added or changed)."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        found = []
-        for key in sorted(expected.keys() | actual.keys()):
-            where = f"{path}.{key}" if path else key
-            if key not in actual:
-                found.append(f"{where}: dropped by the model (unknown or misspelled field?)")
-            elif key not in expected:
-                found.append(f"{where}: added by the model ({actual[key]!r})")
-            else:
-                found += differences(expected[key], actual[key], where)
-        return found
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return [f"{path}: {len(expected)} items became {len(actual)}"]
-        found = []
-        for index, (item, back) in enumerate(zip(expected, actual, strict=True)):
-            found += differences(item, back, f"{path}[{index}]")
-        return found
-    if expected != actual or type(expected) is not type(actual):
-        return [f"{path}: {expected!r} became {actual!r}"]
-    return []
 
 
 def round_trip_differences(obj: dict, model: str | None = None) -> list[str]:
