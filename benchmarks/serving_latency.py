@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.spans import available_spans
     from serving.contract import Contract
     from serving.loadgen import span_instances
-    from serving.model_store import numbered_versions
+    from serving.versions import numbered_versions
 
     config = load_config(args.config)
     model_base = args.model_dir or config.serving_dir

@@ -88,7 +88,7 @@ def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _replay(args: argparse.Namespace, config: PipelineConfig) -> int:
     from serving.contract import Contract
     from serving.loadgen import run_load, span_instances
-    from serving.model_store import numbered_versions
+    from serving.versions import numbered_versions
 
     versions = numbered_versions(config.serving_dir)
     if not versions:

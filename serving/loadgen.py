@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from serving.contract import Contract
+from serving.contract import V2_DATATYPE_OUT, Contract
 
 
 def span_instances(span_dir: str, contract: Contract, limit: int) -> list[dict[str, Any]]:
@@ -40,12 +40,11 @@ def span_instances(span_dir: str, contract: Contract, limit: int) -> list[dict[s
 
 def v2_body(instances: list[dict[str, Any]], contract: Contract) -> dict[str, Any]:
     """The same instances as an Open Inference Protocol (V2) request."""
-    datatypes = {"string": "BYTES", "int": "INT64", "float": "FP32"}
     return {
         "inputs": [
             {
                 "name": name,
-                "datatype": datatypes[spec["type"]],
+                "datatype": V2_DATATYPE_OUT[spec["type"]],
                 "shape": [len(instances)],
                 "data": [row[name] for row in instances],
             }

@@ -25,8 +25,9 @@ from serving import metrics
 from serving.ab import CANDIDATE, CONTROL, variant
 from serving.batcher import MicroBatcher
 from serving.contract import V2_DATATYPES, RequestError
-from serving.model_store import LoadedVersion, fingerprint, load_version, numbered_versions
+from serving.model_store import LoadedVersion, load_version
 from serving.request_log import RequestLog
+from serving.versions import fingerprint, numbered_versions
 
 log = logging.getLogger("serving")
 

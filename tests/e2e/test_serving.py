@@ -25,8 +25,8 @@ from serving import ab
 from serving.cli import main as shop_serve
 from serving.contract import Contract
 from serving.loadgen import run_load, span_instances, v2_body
-from serving.model_store import numbered_versions
 from serving.request_log import read_log
+from serving.versions import numbered_versions
 
 # Reads first_run only: the worker that repeats it for the distributed test serves it too.
 pytestmark = pytest.mark.xdist_group("distributed")
