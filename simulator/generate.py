@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from simulator import catalog
+from simulator.outcomes import write_outcomes
 from simulator.truth import TruthParams, bayes_auc, purchase_probability
 
 MANIFEST = "manifest.json"
@@ -114,11 +115,20 @@ def build_shop(options: SimulationOptions) -> Shop:
 
 
 def truth_for(drift: float) -> TruthParams:
-    """Concept drift: drifted shoppers are more price-sensitive and shop less on mobile evenings."""
+    """Concept drift, a gift season: shoppers buy outside their usual categories (affinity counts
+    less), chase sales and ratings, are more price-sensitive and shop less on mobile evenings.
+
+    Strong enough that a model trained before the drift ranks drifted traffic clearly worse than
+    one retrained on it (what the monitoring scenario shows); a milder version (price and mobile
+    evenings only) left the old ground truth within 0.02 AUC of the new one.
+    """
     base = TruthParams()
     return TruthParams.from_dict(
         {
             **base.to_dict(),
+            "affinity": base.affinity * (1.0 - 0.6 * drift),
+            "on_sale": base.on_sale * (1.0 + 3.0 * drift),
+            "rating": base.rating * (1.0 + 1.5 * drift),
             "price_above_usual": base.price_above_usual * (1.0 + 1.5 * drift),
             "mobile_evening": base.mobile_evening * (1.0 - 1.2 * drift),
         }
@@ -254,7 +264,8 @@ def write_dataset(
     """Writes span-1..span-N (or `only_spans`) under `root` and a manifest with each span's truth.
 
     Each span is written to a temporary file and renamed, so a crash never leaves a half span
-    that a pipeline could read. The manifest keeps the entries of spans not rewritten.
+    that a pipeline could read. The manifest keeps the entries of spans not rewritten. Each span's
+    delayed outcome feed goes to outcomes/span-N.csv (simulator.outcomes).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -271,6 +282,7 @@ def write_dataset(
         partial = span_dir / ".impressions.csv.partial"
         frame.to_csv(partial, index=False)
         partial.replace(target)
+        write_outcomes(root, span, frame, options.seed)
         report.path = str(target)
         reports.append(report)
         if progress:
