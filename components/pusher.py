@@ -11,6 +11,12 @@ InferenceServices for that version (pipelines/kserve_manifest.py) when custom_co
 {"kserve": {"manifest_dir": ..., "settings": KServeSettings.to_dict()}}: the custom predictor pinned
 to the new version, and a canary against the version that was newest before the push. A model that
 is not blessed, or one already serving, leaves the manifests as they are.
+
+With a `statistics` input (StatisticsGen's output for the examples the model was trained on) it
+also copies the train split's statistics into the version folder as
+`assets.extra/training_statistics.pb`, beside the serving contract: the drift monitor compares
+served traffic with them (skew), wherever the version is served from, without ML Metadata.
+TF Serving ignores assets.extra.
 """
 
 from __future__ import annotations
@@ -22,15 +28,20 @@ from absl import logging
 from tfx import types
 from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
-from tfx.types import artifact_utils, standard_component_specs
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
 SOURCE_FILE = "PUSHED_FROM"
 # Custom properties TFX's Pusher sets on the PushedModel artifact (tfx.components.pusher.executor).
 PUSHED_KEY, PUSHED_VERSION_KEY = "pushed", "pushed_version"
+STATISTICS_KEY = "statistics"
+TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside each version folder
+TRAIN_SPLIT = "train"
+STATS_FILE = "FeatureStats.pb"  # the name StatisticsGen writes
 
 
 def newest_version(base_directory: str) -> str | None:
@@ -74,6 +85,9 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         if not model_push.get_int_custom_property(PUSHED_KEY):
             return  # not blessed: no version folder, no provenance, no manifest
         version = model_push.get_string_custom_property(PUSHED_VERSION_KEY)
+        statistics = input_dict.get(STATISTICS_KEY)
+        if statistics:
+            copy_training_statistics(statistics[0], os.path.join(base, version))
         io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
         kserve = _custom_config(exec_properties).get("kserve")
         if kserve:
@@ -81,6 +95,15 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
                 kserve, version, previous if previous != version else None
             )
             logging.info("KServe InferenceServices for version %s: %s", version, paths)
+
+
+def copy_training_statistics(statistics: types.Artifact, version_dir: str) -> str:
+    """The train split's statistics into the pushed version (what the model learned from)."""
+    source = os.path.join(artifact_utils.get_split_uri([statistics], TRAIN_SPLIT), STATS_FILE)
+    target = os.path.join(version_dir, TRAINING_STATISTICS)
+    fileio.makedirs(os.path.dirname(target))
+    fileio.copy(source, target, overwrite=True)
+    return target
 
 
 def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +144,38 @@ def write_kserve_manifests(kserve: dict[str, Any], version: str, previous: str |
     )
 
 
-class IdempotentPusher(pusher_component.Pusher):
-    """TFX's Pusher with the executor above (same inputs, outputs and push_destination)."""
+class PusherWithStatisticsSpec(standard_component_specs.PusherSpec):
+    """TFX's PusherSpec plus the training statistics that travel with the model."""
 
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+    }
+
+
+class IdempotentPusher(pusher_component.Pusher):
+    """TFX's Pusher with the executor above: same inputs, outputs and push_destination, plus the
+    optional `statistics` of the training examples."""
+
+    SPEC_CLASS = PusherWithStatisticsSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(IdempotentPusherExecutor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        model_blessing: types.BaseChannel,
+        push_destination: pusher_pb2.PushDestination,
+        custom_config: dict[str, Any] | None = None,
+        statistics: types.BaseChannel | None = None,
+    ):
+        # Pusher.__init__ builds a plain PusherSpec; build ours and start from BaseComponent.
+        spec = PusherWithStatisticsSpec(
+            model=model,
+            model_blessing=model_blessing,
+            infra_blessing=None,
+            push_destination=push_destination,
+            custom_config=json_utils.dumps(custom_config),
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+            **({STATISTICS_KEY: statistics} if statistics is not None else {}),
+        )
+        base_component.BaseComponent.__init__(self, spec=spec)

@@ -287,6 +287,7 @@ def create_pipeline(
             )
         ),
         custom_config=pusher_custom_config(config),  # its KServe InferenceServices
+        statistics=statistics_gen.outputs["statistics"],  # the monitor's skew baseline
     ).with_id("Pusher")
     components += [gate, transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
     if kubeflow:

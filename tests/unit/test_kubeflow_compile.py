@@ -62,7 +62,7 @@ def test_every_component_is_a_task_with_the_expected_edges(compiled):
     tuned = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
     assert tuned == {"producerTask": "KatibTuner", "outputArtifactKey": "best_hyperparameters"}
     assert edges["Evaluator"] == {"CsvExampleGen", "Trainer", "ImportSchemaGen"}
-    assert edges["Pusher"] == {"Trainer", "Evaluator"}
+    assert edges["Pusher"] == {"Trainer", "Evaluator", "StatisticsGen"}  # + the skew baseline
     blessing = tasks["Pusher"]["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"]
     assert blessing == {"producerTask": "Evaluator", "outputArtifactKey": "blessing"}
 
