@@ -30,7 +30,7 @@ KFP_LATEST_VENV := .cache/kfp-latest
 
 .PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
-	bench-serving
+	bench-serving monitor scenario
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -41,6 +41,8 @@ help:
 	@echo "make serve-ab - the same, users split $(AB_PERCENT)% newest / rest previous version (sticky A/B)"
 	@echo "make replay SPAN=2 - send span rows to the running server;  make ab-report SPAN=2 - compare the variants"
 	@echo "make bench-serving - p50/p99 and requests/s at several concurrencies vs the in-process model call"
+	@echo "make monitor - drift/quality check of the last hour of served traffic; retrains when it crosses"
+	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
 	@echo "make env    - create $(VENV) and $(SERVING_VENV) from their locks"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
 	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
@@ -117,6 +119,19 @@ replay: $(VENV)/.installed
 
 ab-report: $(VENV)/.installed
 	$(VENV)/bin/shop-serve ab-report --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS))
+
+# The drift monitor (monitoring/) on the last monitoring.window_minutes of the request log; exits 1
+# on an alert. A confirmed crossing retrains (monitoring.retrain); MONITOR_ARGS='--no-retrain'.
+MONITOR_ARGS ?=
+monitor: $(VENV)/.installed
+	$(VENV)/bin/shop-monitor check --set data.root=$(DATA) $(MONITOR_ARGS)
+
+# The whole loop in outputs/scenario/: train on day 1, serve, a normal day, two drifted days;
+# the monitor detects the drift, retrains on the newest span, pushes, and the live AUC improves.
+SCENARIO_ROWS ?= 20000
+SCENARIO_ARGS ?=
+scenario: $(VENV)/.installed $(SERVING_VENV)/.installed
+	$(VENV)/bin/shop-monitor scenario --rows $(SCENARIO_ROWS) --set training.train_steps=400 $(SCENARIO_ARGS)
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 \

@@ -76,11 +76,9 @@ def measure_servers(
     """All modes' servers run at once (idle ones cost nothing); at each level the load goes to
     one mode after the other, `rounds` times, so a slow minute of the machine hits every mode
     alike. Figures pool each mode's rounds."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving_process import running_server
-
     from pipelines.config import load_config
     from serving.loadgen import run_load
+    from serving.process import running_server
 
     bodies = [{"instances": [r]} for r in rows]
     per_round = max(1, requests // rounds)

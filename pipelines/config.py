@@ -349,6 +349,59 @@ class ServingConfig(_Section):
         return self
 
 
+class MonitoringConfig(_Section):
+    """The drift monitor on the request log and the retraining trigger (monitoring/)."""
+
+    window_minutes: float = Field(
+        60, gt=0, description="each check reads this much of the request log, ending now"
+    )
+    min_window_rows: int = Field(
+        500, ge=1, description="fewer predictions than this: the window is reported, not judged"
+    )
+    retrain_on_drifted_features: int = Field(
+        1,
+        ge=1,
+        description="retrain when this many features cross the schema's skew or drift thresholds",
+    )
+    min_live_auc: float | None = Field(
+        0.70, ge=0, le=1, description="retrain when the live AUC of labelled traffic falls below"
+    )
+    max_calibration_error: float | None = Field(
+        0.30, gt=0, description="retrain when |mean score / purchase rate - 1| exceeds this"
+    )
+    max_prediction_shift: float | None = Field(
+        None,
+        gt=0,
+        description="Jensen-Shannon distance of the score histogram vs the previous window; "
+        "None = reported only",
+    )
+    min_labelled: int = Field(
+        300, ge=1, description="outcomes needed before live AUC and calibration count"
+    )
+    min_positives: int = Field(10, ge=1, description="purchases needed for a live AUC")
+    retrain: Literal["off", "local", "kubeflow"] = Field(
+        "local", description="what a crossing starts: shop-pipeline run here, or a KFP run"
+    )
+    confirm_windows: int = Field(
+        2, ge=1, description="judged windows in a row with a signal before a crossing counts"
+    )
+    retrain_cooldown_hours: float | None = Field(
+        24,
+        gt=0,
+        description="no two retrains closer than this; a crossing that persists (retrain failed "
+        "or not blessed) retrains again after it. None = once per crossing, ever",
+    )
+    outcomes_dir: str | None = Field(
+        None, description="the delayed outcome feed (CSV per span); None = <data.root>/outcomes"
+    )
+    pushgateway: str | None = Field(
+        None, description="push the monitor's metrics to this Prometheus Pushgateway"
+    )
+    schedule: str = Field(
+        "15 * * * *", description="the monitor CronJob's schedule (manifests/monitoring)"
+    )
+
+
 class StepResources(_Section):
     """Requests/limits of one pipeline step's pod on Kubeflow (ignored by the local runner)."""
 
@@ -432,6 +485,7 @@ class PipelineConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
     serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
@@ -459,7 +513,21 @@ class PipelineConfig(_Section):
     @property
     def request_log_path(self) -> str:
         """The model server's prediction log (JSON lines), read by the monitor."""
-        return self._under_output_root("serving_logs", f"{self.serving.model_name}.jsonl")
+        return "/".join([self.request_log_dir, f"{self.serving.model_name}.jsonl"])
+
+    @property
+    def request_log_dir(self) -> str:
+        """Every prediction log of the model (one file per server process or pod)."""
+        return self._under_output_root("serving_logs")
+
+    @property
+    def monitoring_dir(self) -> str:
+        """The monitor's history: one report per window, the trigger's state, metrics."""
+        return self._under_output_root("monitoring", self.serving.model_name)
+
+    @property
+    def outcomes_dir(self) -> str:
+        return self.monitoring.outcomes_dir or "/".join([self.data.root.rstrip("/"), "outcomes"])
 
     @property
     def kserve_manifest_dir(self) -> str:

@@ -54,7 +54,7 @@ def read_outcomes(span_dir: str, id_field: str = "impression_id", label: str = "
     return outcomes
 
 
-def _quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+def quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     eps = 1e-7
     clipped = np.clip(p, eps, 1 - eps)
     rate = float(y.mean()) if len(y) else None
@@ -106,7 +106,7 @@ def build_report(
             "instances": len(rows),
             "users": len({r["features"].get("user_id") for r in rows}),
             "mean_score": float(scores.mean()),
-            **_quality(y, p),
+            **quality(y, p),
         }
     report: dict[str, Any] = {"log": log_path, "variants": variants}
     if {"control", "candidate"} <= set(variants):

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from e2e_data import config_for
-from serving_process import running_server
 
 from pipelines.config import REPO_ROOT
 from serving import ab
 from serving.cli import main as shop_serve
 from serving.contract import Contract
 from serving.loadgen import run_load, span_instances, v2_body
+from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
 

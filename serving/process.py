@@ -1,4 +1,5 @@
-"""The model server as a child process in the serving environment, on a free loopback port."""
+"""The model server as a child process in the serving environment, on a free loopback port
+(the tests, the latency benchmark and the monitoring scenario start it this way)."""
 
 from __future__ import annotations
 
