@@ -47,6 +47,8 @@ COPY pyproject.toml README.md /tmp/src/
 COPY pipelines /tmp/src/pipelines
 COPY components /tmp/src/components
 COPY simulator /tmp/src/simulator
+COPY serving /tmp/src/serving
+COPY monitoring /tmp/src/monitoring
 RUN uv pip install --system --no-cache --compile-bytecode --no-deps --no-build-isolation /tmp/src \
     && rm -rf /tmp/src
 

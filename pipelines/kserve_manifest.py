@@ -4,7 +4,9 @@ Two predictors read the same pushed versions (Pusher's numbered folders under se
 
 - "custom" (`<model_name>`): our image (serving/, `python -m serving.server`), V1 and V2 (Open
   Inference Protocol) with request validation. With a model version it serves exactly that
-  version, so a canary really compares two versions.
+  version, so a canary really compares two versions. With serving.log_requests and a PVC, every
+  pod appends its predictions to its own file in request_log_dir on the PVC, which the monitor
+  CronJob (manifests/monitoring/, `shop-monitor check`) reads.
 - "tensorflow" (`<model_name>-tfserving`): KServe's TensorFlow runtime (TF Serving), V1 REST and
   gRPC v1 only; it always serves the newest version under storageUri.
 
@@ -45,6 +47,11 @@ CONTAINER_NAME = "kserve-container"  # the container KServe reads STORAGE_URI/PR
 HTTP_PORT = 8080  # Knative's default user port; KServe routes here
 SERVER_COMMAND = ["python", "-m", "serving.server"]
 TF_RUNTIME = "kserve-tensorflow-serving"  # the ClusterServingRuntime KServe installs
+# The request log: the custom predictor mounts the store (kubeflow.pvc_name) read-write under this
+# volume name (not KServe's own "kserve-pvc-source", the read-only storageUri mount) and names
+# its log file after its pod, so pods of all revisions append to files of their own.
+STORE_VOLUME = "store"
+POD_NAME_ENV = "POD_NAME"
 # Knative tags the newest and the previous rolled-out revision: status.components.predictor lists
 # their own URLs (latest-..., prev-...), so each side of a canary can be called directly.
 TAG_ROUTING = {"serving.kserve.io/enable-tag-routing": "true"}
@@ -76,6 +83,13 @@ class KServeSettings:
     batch_timeout_ms: float
     reload_interval_s: float
     part_of: str
+    # The request log (serving.log_requests): request_log_dir is the config's request_log_dir,
+    # set only where the pod sees it: on the PVC (pvc_name) mounted at pvc_mount_path. Defaults,
+    # so a custom_config written before these fields still loads (from_dict).
+    log_requests: bool = False
+    request_log_dir: str | None = None
+    pvc_name: str | None = None
+    pvc_mount_path: str | None = None
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> KServeSettings:
@@ -102,6 +116,7 @@ class KServeSettings:
             ),
             storage_uri=storage_uri(config),
             part_of=config.name,
+            **request_log_settings(config),
         )
         if len(name_of(settings, "tensorflow")) > 63:
             raise KServeManifestError(
@@ -142,6 +157,48 @@ def storage_uri(config: PipelineConfig) -> str:
             f"{kubeflow.pvc_mount_path!r}; move output_root there or set serving.storage_uri"
         )
     return f"pvc://{kubeflow.pvc_name}/{path.relative_to(mount)}"
+
+
+def request_log_settings(config: PipelineConfig) -> dict[str, Any]:
+    """KServeSettings' request log fields. The predictor logs only with serving.log_requests, a
+    PVC (kubeflow.pvc_name) and request_log_dir under kubeflow.pvc_mount_path (conf/kubeflow.yaml:
+    /mnt/shop/outputs/serving_logs): the same path in the predictor pod as in the monitor's. Else
+    (no PVC, output_root in an object store or outside the mount) the InferenceService writes no
+    request log."""
+    kubeflow = config.kubeflow
+    log_dir = PurePosixPath(config.request_log_dir)
+    on_the_pvc = (
+        kubeflow.pvc_name is not None
+        and "://" not in config.request_log_dir
+        and log_dir.is_absolute()
+        and log_dir.is_relative_to(kubeflow.pvc_mount_path)
+        and log_dir != PurePosixPath(kubeflow.pvc_mount_path)
+    )
+    if not (config.serving.log_requests and on_the_pvc):
+        return {"log_requests": False}
+    return {
+        "log_requests": True,
+        "request_log_dir": str(log_dir),
+        "pvc_name": kubeflow.pvc_name,
+        "pvc_mount_path": kubeflow.pvc_mount_path,
+    }
+
+
+def logs_requests(settings: KServeSettings) -> bool:
+    return bool(
+        settings.log_requests
+        and settings.request_log_dir
+        and settings.pvc_name
+        and settings.pvc_mount_path
+    )
+
+
+def request_log_arg(settings: KServeSettings) -> str:
+    """--request-log with one file per pod: Kubernetes expands $(POD_NAME) in args from the
+    container's env (the downward API's metadata.name), and the monitor reads every
+    `<model_name>*.jsonl` in request_log_dir."""
+    path = f"{settings.request_log_dir}/{settings.model_name}-$({POD_NAME_ENV}).jsonl"
+    return f"--request-log={path}"
 
 
 def pusher_custom_config(config: PipelineConfig) -> dict[str, Any] | None:
@@ -239,26 +296,44 @@ def inference_service(
         ]
         if model_version is not None:
             args.append(f"--model-version={model_version}")
-        spec["containers"] = [
-            {
-                "name": CONTAINER_NAME,
-                "image": settings.image,
-                "command": list(SERVER_COMMAND),
-                "args": args,
-                "env": [
-                    # kserve 0.15's v1beta1 has no storageUri for a custom container: KServe takes
-                    # STORAGE_URI from kserve-container's env (CustomPredictor.GetStorageUri) and
-                    # its storage initializer fills /mnt/models from it.
-                    {"name": "STORAGE_URI", "value": settings.storage_uri},
-                    # protocolVersion exists only on predictor.model (a ServingRuntime); for a
-                    # custom container KServe reads PROTOCOL (v1 or v2, validated by the webhook)
-                    # to know which protocol the predictor speaks. The server answers V1 too.
-                    {"name": "PROTOCOL", "value": "v2"},
-                ],
-                "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
-                "resources": _resources(settings),
-            }
+        env: list[dict[str, Any]] = [
+            # kserve 0.15's v1beta1 has no storageUri for a custom container: KServe takes
+            # STORAGE_URI from kserve-container's env (CustomPredictor.GetStorageUri) and its
+            # storage initializer fills /mnt/models from it.
+            {"name": "STORAGE_URI", "value": settings.storage_uri},
+            # protocolVersion exists only on predictor.model (a ServingRuntime); for a custom
+            # container KServe reads PROTOCOL (v1 or v2, validated by the webhook) to know which
+            # protocol the predictor speaks. The server answers V1 too.
+            {"name": "PROTOCOL", "value": "v2"},
         ]
+        container: dict[str, Any] = {
+            "name": CONTAINER_NAME,
+            "image": settings.image,
+            "command": list(SERVER_COMMAND),
+            "args": args,
+            "env": env,
+            "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+            "resources": _resources(settings),
+        }
+        if logs_requests(settings):
+            args.append(request_log_arg(settings))
+            # the pod's own name, for its log file's name ($(POD_NAME) in the args)
+            env.append(
+                {
+                    "name": POD_NAME_ENV,
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                }
+            )
+            # the whole store, read-write (the log folder may not exist yet; the server creates
+            # it), at the path the pipeline and the monitor use
+            container["volumeMounts"] = [
+                {"name": STORE_VOLUME, "mountPath": settings.pvc_mount_path}
+            ]
+        spec["containers"] = [container]
+        if logs_requests(settings):
+            spec["volumes"] = [
+                {"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": settings.pvc_name}}
+            ]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -311,6 +386,12 @@ def _header(
         name=name_of(settings, predictor),
     )
     paragraphs = [*origin.splitlines(), about]
+    if predictor == "custom" and logs_requests(settings):
+        paragraphs.append(
+            f"Request log: each pod appends its predictions to {settings.request_log_dir}/"
+            f"{settings.model_name}-<pod>.jsonl on the PVC {settings.pvc_name}, which the "
+            "monitor CronJob (manifests/monitoring/, shop-monitor check) reads."
+        )
     if previous_version is not None and previous_version != model_version:
         paragraphs.append(
             f"Canary: {settings.canary_traffic_percent}% of the traffic to the new revision "

@@ -9,7 +9,8 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from pipelines.kserve_manifest import (
     FILES,
     KUSTOMIZATION,
     MODEL_MOUNT,
+    POD_NAME_ENV,
     KServeManifestError,
     KServeSettings,
     inference_service,
@@ -61,8 +63,9 @@ def _lines(result: subprocess.CompletedProcess) -> dict[str, str]:
     return lines
 
 
-def _env(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container["env"]}
+def _env(container: dict) -> dict[str, Any]:
+    """name -> value, or its valueFrom (the downward API's POD_NAME)."""
+    return {e["name"]: e["value"] if "value" in e else e["valueFrom"] for e in container["env"]}
 
 
 # --- the committed manifests ------------------------------------------------------------------
@@ -163,7 +166,8 @@ def test_each_predictor_speaks_its_protocol_and_reads_the_pushed_versions(settin
     (container,) = custom["spec"]["predictor"]["containers"]
     assert container["name"] == CONTAINER_NAME
     assert container["command"] == ["python", "-m", "serving.server"]
-    assert _env(container) == {"STORAGE_URI": KUBEFLOW_URI, "PROTOCOL": "v2"}
+    env = _env(container)
+    assert (env["STORAGE_URI"], env["PROTOCOL"]) == (KUBEFLOW_URI, "v2")
     assert f"--model-dir={MODEL_MOUNT}" in container["args"]
     assert "--model-name=shop-ranking" in container["args"]
     model = tensorflow["spec"]["predictor"]["model"]
@@ -185,6 +189,97 @@ def test_every_flag_the_manifest_passes_is_one_the_server_takes(settings):
     ]
     passed = {arg.split("=", 1)[0] for arg in container["args"]}
     assert passed <= declared, passed - declared
+
+
+# --- the request log the monitor reads ---------------------------------------------------------
+
+POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def _request_log_args(container: dict) -> list[str]:
+    return [a for a in container["args"] if a.startswith("--request-log")]
+
+
+def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(settings):
+    config = load_config("kubeflow")
+    custom = inference_service(settings, "custom", 1700000200, 1700000100)["spec"]["predictor"]
+    (container,) = custom["containers"]
+    # one file per pod, in the folder the monitor reads (the same path in both pods: the PVC is
+    # mounted at kubeflow.pvc_mount_path in each, and conf/kubeflow.yaml's output_root is under it)
+    log_dir = config.request_log_dir
+    assert log_dir == "/mnt/shop/outputs/serving_logs"
+    assert log_dir.startswith(config.kubeflow.pvc_mount_path + "/")
+    assert _request_log_args(container) == [
+        f"--request-log={log_dir}/shop-ranking-$({POD_NAME_ENV}).jsonl"
+    ]
+    assert _env(container)[POD_NAME_ENV] == POD_NAME  # Kubernetes expands $(POD_NAME) in args
+    # the PVC, mounted read-write where the pipeline and the monitor mount it
+    assert container["volumeMounts"] == [{"name": "store", "mountPath": "/mnt/shop"}]
+    assert not container["volumeMounts"][0].get("readOnly")
+    volumes = {v["name"]: v for v in custom["volumes"]}
+    assert volumes["store"]["persistentVolumeClaim"] == {"claimName": config.kubeflow.pvc_name}
+    assert not volumes["store"]["persistentVolumeClaim"].get("readOnly")
+    # the TF Serving runtime logs nothing and mounts nothing of ours
+    tensorflow = inference_service(settings, "tensorflow")["spec"]["predictor"]
+    assert "volumes" not in tensorflow
+    assert set(tensorflow["model"]) == {
+        "name",
+        "modelFormat",
+        "runtime",
+        "runtimeVersion",
+        "protocolVersion",
+        "storageUri",
+        "resources",
+    }
+
+
+def test_the_monitor_finds_every_pod_s_request_log(tmp_path, settings):
+    from monitoring.traffic import log_files
+
+    (container,) = inference_service(settings, "custom")["spec"]["predictor"]["containers"]
+    (arg,) = _request_log_args(container)
+    path = PurePosixPath(arg.split("=", 1)[1])
+    assert str(path.parent) == load_config("kubeflow").request_log_dir
+    pods = ["shop-ranking-predictor-00001-deployment-7c9f-abcde", "shop-ranking-predictor-x"]
+    for pod in pods:
+        (tmp_path / path.name.replace(f"$({POD_NAME_ENV})", pod)).write_text("")
+    assert len(log_files(str(tmp_path), settings.model_name)) == len(pods)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["serving.log_requests=false"],
+        ["kubeflow.pvc_name=null", "serving.storage_uri=gs://models/shop"],
+        ["output_root=gs://bucket/shop", "kubeflow.pvc_name=null"],
+        ["output_root=/data/outputs", "serving.storage_uri=pvc://shop-ranking-store/models"],
+    ],
+    ids=["log-requests-off", "no-pvc", "object-store", "outside-the-mount"],
+)
+def test_no_request_log_without_log_requests_or_the_pvc(overrides):
+    settings = KServeSettings.from_config(load_config("kubeflow", overrides))
+    assert not settings.log_requests
+    custom = inference_service(settings, "custom")["spec"]["predictor"]
+    (container,) = custom["containers"]
+    assert not _request_log_args(container)
+    assert set(_env(container)) == {"STORAGE_URI", "PROTOCOL"}
+    assert "volumeMounts" not in container and "volumes" not in custom
+
+
+def test_the_settings_round_trip_and_older_ones_still_load(settings):
+    assert settings.log_requests and settings.pvc_name == "shop-ranking-store"
+    values = json.loads(json.dumps(settings.to_dict()))
+    assert KServeSettings.from_dict(values) == settings
+    # a custom_config written before the request log fields: no request log
+    older = {
+        k: v
+        for k, v in values.items()
+        if k not in {"log_requests", "request_log_dir", "pvc_name", "pvc_mount_path"}
+    }
+    (container,) = inference_service(KServeSettings.from_dict(older), "custom")["spec"][
+        "predictor"
+    ]["containers"]
+    assert not _request_log_args(container) and "volumeMounts" not in container
 
 
 def test_resources_request_the_config_and_limit_twice_the_cpu():
