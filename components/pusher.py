@@ -75,6 +75,11 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
                 logging.info(
                     "Model %s already serves as version %s: nothing to push.", model.uri, previous
                 )
+                statistics = input_dict.get(STATISTICS_KEY)
+                serving = os.path.join(base, previous)
+                if statistics and not fileio.exists(os.path.join(serving, TRAINING_STATISTICS)):
+                    # a version pushed before the statistics travelled with the model
+                    copy_training_statistics(statistics[0], serving)
                 self._MarkPushed(
                     model_push,
                     pushed_destination=os.path.join(base, previous),

@@ -359,7 +359,7 @@ def pusher(tmp_path):
     )
     runs = iter(range(100))
 
-    def push(model_dir: Path, blessed: bool):
+    def push(model_dir: Path, blessed: bool, statistics: Path | None = None):
         run = next(runs)
         model = standard_artifacts.Model()
         model.uri = str(model_dir)
@@ -368,8 +368,14 @@ def pusher(tmp_path):
         blessing.set_int_custom_property("blessed", int(blessed))
         pushed = standard_artifacts.PushedModel()
         pushed.uri = str(tmp_path / f"pushed-{run}")
+        inputs = {"model": [model], "model_blessing": [blessing]}
+        if statistics is not None:
+            stats = standard_artifacts.ExampleStatistics()
+            stats.uri = str(statistics)
+            stats.split_names = '["train", "eval"]'
+            inputs["statistics"] = [stats]
         IdempotentPusherExecutor().Do(
-            {"model": [model], "model_blessing": [blessing]},
+            inputs,
             {"pushed_model": [pushed]},
             dict(component.exec_properties),
         )
@@ -428,6 +434,31 @@ def test_pusher_writes_a_canary_pinning_the_pushed_version_then_skips_the_same_m
     assert again.get_string_custom_property("pushed_version") == version
     assert _versions(pusher.serving) == [OLD_VERSION, version]
     assert {p.read_text() for p in pusher.manifests.iterdir()} == {"# left alone\n"}
+
+
+def _statistics(root: Path, marker: bytes) -> Path:
+    """A StatisticsGen artifact folder (split folders with FeatureStats.pb)."""
+    for split in ("train", "eval"):
+        (root / f"Split-{split}").mkdir(parents=True)
+        (root / f"Split-{split}" / "FeatureStats.pb").write_bytes(marker + split.encode())
+    return root
+
+
+def test_the_training_statistics_travel_with_the_pushed_version(tmp_path, pusher):
+    model = _model(tmp_path, "model-a")
+    pushed = pusher(model, blessed=True, statistics=_statistics(tmp_path / "stats-a", b"a-"))
+    version = pushed.get_string_custom_property("pushed_version")
+    copied = pusher.serving / version / "assets.extra" / "training_statistics.pb"
+    assert copied.read_bytes() == b"a-train"  # the train split: what the model learned from
+    # not blessed: no version, nothing copied
+    pusher(
+        _model(tmp_path, "model-b"), blessed=False, statistics=_statistics(tmp_path / "s-b", b"b-")
+    )
+    assert _versions(pusher.serving) == [version]
+    # a version pushed before statistics travelled gets them when the same model is pushed again
+    copied.unlink()
+    pusher(model, blessed=True, statistics=_statistics(tmp_path / "stats-a2", b"a2-"))
+    assert copied.read_bytes() == b"a2-train" and _versions(pusher.serving) == [version]
 
 
 def test_a_first_push_is_pinned_without_a_canary(tmp_path, pusher):

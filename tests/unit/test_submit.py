@@ -576,3 +576,26 @@ def test_parse_parameters_several():
 def test_parse_parameters_errors(items, match):
     with pytest.raises(ValueError, match=match):
         parse_parameters(items)
+
+
+def test_the_monitors_kubeflow_retrain_submits_a_run_on_the_newest_span(kfp_api, package, tmp_path):
+    from monitoring.retrain import retrain_kubeflow
+    from pipelines.config import load_config
+
+    for span in (1, 2, 3):
+        (tmp_path / "data" / f"span-{span}").mkdir(parents=True)
+        (tmp_path / "data" / f"span-{span}" / "impressions.csv").write_text("a\n1\n")
+    config = load_config(
+        "kubeflow",
+        [f"kubeflow.host={kfp_api.url}", f"kubeflow.package_path={package}",
+         f"data.root={tmp_path / 'data'}", f"output_root={tmp_path / 'out'}"],
+    )  # fmt: skip
+    outcome = retrain_kubeflow(config, echo=lambda line: None)
+
+    [run_request] = kfp_api.find("POST", f"{API}/runs")
+    assert run_request.body["runtime_config"]["parameters"] == {"span": 3}
+    assert re.fullmatch(
+        r"shop-ranking-retrain-span-3-\d{8}-\d{6}", run_request.body["display_name"]
+    )
+    [run] = kfp_api.runs.values()
+    assert outcome.status == "submitted" and outcome.span == 3 and run["run_id"] in outcome.detail
