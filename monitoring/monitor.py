@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,9 @@ def check(
         config=settings,
     )  # fmt: skip
     outcome = None
-    if verdict.fire and trigger_retrain:
+    if verdict.fire and not trigger_retrain:
+        verdict = replace(verdict, fire=False, note=verdict.note + " (--no-retrain: not started)")
+    if verdict.fire:
         echo(f"monitor: {verdict.note}: {'; '.join(window_signals)}")
         outcome = (retrainer or retrain)(config, os.path.join(directory, "retrains"), echo)
         state.fired.append(

@@ -137,6 +137,14 @@ def retrain_kubeflow(
 def retrain(
     config: PipelineConfig, log_dir: str, echo: Callable[[str], None] = print
 ) -> RetrainOutcome:
+    """monitoring.retrain's kind; a submission the KFP API refuses is a failed retrain (recorded
+    in the report and the trigger's state), not a crashed check."""
     if config.monitoring.retrain == "kubeflow":
-        return retrain_kubeflow(config, echo)
+        from pipelines.submit import SubmitError
+
+        try:
+            return retrain_kubeflow(config, echo)
+        except (SubmitError, ValueError, OSError) as err:
+            versions = numbered_versions(config.serving_dir)
+            return RetrainOutcome("failed", newest_span(config), str(err), versions, versions)
     return retrain_local(config, log_dir, echo)

@@ -28,6 +28,7 @@ class TriggerState:
     crossed: bool = False  # a confirmed crossing is on (fired or suppressed)
     crossing_since: float | None = None
     last_fired: float | None = None
+    last_window_end: float | None = None  # a window checked again (a retried job) counts once
     fired: list[dict[str, Any]] = field(default_factory=list)  # every firing and its outcome
 
     @classmethod
@@ -107,12 +108,16 @@ def decide(
     config: MonitoringConfig,
 ) -> tuple[Verdict, TriggerState]:
     """The verdict for this window and the state after it (the caller saves it)."""
+    if state.last_window_end is not None and now <= state.last_window_end:
+        note = "window already judged (a re-check): the trigger's state is unchanged"
+        return Verdict(judged, window_signals, state.crossed, False, note), state
     if not judged:
         return Verdict(
             False, window_signals, state.crossed, False, "too few predictions to judge"
         ), state
     if version != state.version:  # a new model: the old one's verdicts say nothing about it
         state = TriggerState(last_fired=state.last_fired, fired=state.fired, version=version)
+    state.last_window_end = now
     confirm_windows = config.confirm_windows
     signal = bool(window_signals)
     state.recent = (state.recent + [signal])[-confirm_windows:]

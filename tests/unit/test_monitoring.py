@@ -167,10 +167,19 @@ def test_a_persisting_crossing_retries_only_after_the_cooldown():
         fired.append(verdict.fire)
     assert [h for h, f in enumerate(fired) if f] == [1, 25]
     # a new crossing right after a retrain waits for the cooldown too
-    verdict, state = _decide(state, False, 26 * 3600.0, retrain_cooldown_hours=24)
-    for hour in (27, 28):
+    verdict, state = _decide(state, False, 30 * 3600.0, retrain_cooldown_hours=24)
+    for hour in (31, 32):
         verdict, state = _decide(state, True, hour * 3600.0, retrain_cooldown_hours=24)
     assert not verdict.fire and "cooldown" in verdict.note
+
+
+def test_a_window_checked_twice_counts_once():
+    state = trigger.TriggerState()
+    verdict, state = _decide(state, True, 10.0)
+    verdict, state = _decide(state, True, 10.0)  # the same window again (a retried job)
+    assert not verdict.confirmed and state.recent == [True] and "already judged" in verdict.note
+    verdict, state = _decide(state, True, 20.0)
+    assert verdict.fire
 
 
 def test_trigger_ignores_thin_windows_resets_on_a_new_version_and_obeys_retrain_off():
