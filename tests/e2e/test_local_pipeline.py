@@ -1,6 +1,7 @@
 """The whole local pipeline on small generated data, in the order a shop lives through it:
-a first run pushes a model; a rerun hits the cache; a drifted day is reported and still trains;
-a corrupt day stops at the gate and the pushed model stays. Tests run in file order and share runs.
+a first run pushes a model; a rerun hits the cache; a drifted day stops the run when drift blocks;
+a corrupt day stops at the gate and the pushed model stays. (A drifted day that trains and pushes
+by default: tests/e2e/test_monitoring_scenario.py.) Tests run in file order and share runs.
 """
 
 import os
@@ -59,24 +60,14 @@ def test_rerun_on_unchanged_data_hits_the_cache(first_run, workspace):
     assert serving_versions(config) == versions
 
 
-def test_drifted_span_is_reported_and_still_trains(first_run, workspace):
+def test_drift_blocks_when_configured(first_run, workspace, capsys):
+    """A drifted day stops the run when drift blocks. (By default drift is reported and the run
+    trains on: tests/e2e/test_monitoring_scenario.py retrains on a drifted span and pushes.)"""
     write_dataset(
         SimulationOptions(rows_per_span=ROWS, spans=3, seed=SEED, drift=0.7, drift_from_span=3),
         workspace / "data",
         only_spans=[3],
     )
-    config = config_for(workspace)
-    summary, _ = run_local(config)
-    assert summary.span == 3
-    nodes = latest_run(open_store(config.metadata_path), config.name)
-    drift = nodes["DriftValidator"].outputs["anomalies"][0]
-    found = V.findings(V.load_anomalies_at(os.path.join(drift.uri, "Split-train")), "train")
-    assert {"device", "referrer"} <= {f.feature for f in found}
-    assert all(f.is_drift for f in found)
-    assert summary.stages["Trainer"] == "COMPLETE"  # drift is reported, not blocking, by default
-
-
-def test_drift_blocks_when_configured(workspace, capsys):
     config = config_for(workspace, "validation.block_on_drift=true")
     before = serving_versions(config)
     with pytest.raises(V.DataValidationError, match=r"device.*drift"):
