@@ -74,7 +74,7 @@ def retrain_local(
         yaml.safe_dump(resolved, handle, sort_keys=False)
     log_path = os.path.join(log_dir, f"retrain-{stamp}.log")
     cmd = [sys.executable, "-m", "pipelines.cli", "run", "--config", config_path]
-    echo(f"retrain: {' '.join(cmd)} (newest span: {span}; log {log_path})")
+    echo(f"pipeline run: {' '.join(cmd)} (span {span}; log {log_path})")
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

@@ -274,4 +274,6 @@ def test_a_retrain_that_fails_leaves_the_serving_versions_as_they_were(shop, tmp
     outcome = retrain_local(config, str(tmp_path / "retrains"), lines.append)
     assert outcome.status == "failed" and outcome.versions_before == outcome.versions_after == ["7"]
     assert "exited 2" in outcome.detail and "no span" in outcome.detail
-    assert os.path.exists(outcome.log_path) and any(line.startswith("retrain:") for line in lines)
+    assert os.path.exists(outcome.log_path) and any(
+        line.startswith("pipeline run:") for line in lines
+    )
