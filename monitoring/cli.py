@@ -25,7 +25,8 @@ def _time(text: str) -> float:
     return parsed.timestamp()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's flags (the monitor CronJob's command is checked against them in the tests)."""
     parser = argparse.ArgumentParser(prog="shop-monitor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-retrain",
         action="store_true",
         help="report and alert only; the trigger's state is kept",
+    )
+    check.add_argument(
+        "--alert-exit-code",
+        type=int,
+        default=1,
+        help="exit status of a check that alerts (the CronJob uses 0: alerts go to Prometheus, "
+        "a failed Job means the check itself failed)",
     )
     scenario = commands.add_parser(
         "scenario", help="train, serve, drift, detect, retrain, push: the loop here"
@@ -59,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
         )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     overrides = list(args.overrides)
     if args.command == "scenario":
         workspace = os.path.abspath(args.workspace)

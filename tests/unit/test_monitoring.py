@@ -277,3 +277,22 @@ def test_a_retrain_that_fails_leaves_the_serving_versions_as_they_were(shop, tmp
     assert os.path.exists(outcome.log_path) and any(
         line.startswith("pipeline run:") for line in lines
     )
+
+
+def test_the_cli_exits_1_on_an_alert_unless_told_otherwise(shop, tmp_path, capsys):
+    from monitoring.cli import _time
+    from monitoring.cli import main as monitor_cli
+
+    root, spans = shop
+    config = _config(root, tmp_path)
+    _push_version(config, "1", spans[1])
+    window = _serve(config, spans[3].iloc[:WINDOW_ROWS], "1", 2_000_000.0)
+    flags = ["check", "--since", str(window.start), "--until", str(window.end), "--no-retrain",
+             "--set", f"data.root={root / 'data'}", "--set", f"output_root={tmp_path / 'outputs'}"]  # fmt: skip
+    assert monitor_cli(flags) == 1
+    out = capsys.readouterr().out
+    assert "device (skew" in out and "referrer (skew" in out and "report: " in out
+    assert monitor_cli([*flags, "--alert-exit-code", "0"]) == 0
+    assert monitor_cli(["check", "--set", "monitoring.confirm_windows=0"]) == 2
+    assert "confirm_windows" in capsys.readouterr().err
+    assert _time("2026-11-29T10:00") == _time("2026-11-29T10:00Z") == 1_795_946_400.0  # naive = UTC

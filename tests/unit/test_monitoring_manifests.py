@@ -27,6 +27,7 @@ from test_manifests import (
     round_trip_differences,
 )
 
+from monitoring.cli import build_parser
 from monitoring.metrics import registry_for
 from pipelines.config import REPO_ROOT, MonitoringConfig, load_config
 
@@ -101,6 +102,8 @@ def test_the_schedule_is_the_configs(cronjob, config):
 def test_the_command_checks_with_the_config_the_image_carries(container, config):
     args = container.get("command", []) + container.get("args", [])
     assert args == COMMAND
+    parsed = build_parser().parse_args(args[1:])  # flags the CLI really has
+    assert (parsed.command, parsed.alert_exit_code, parsed.no_retrain) == ("check", 0, False)
     # The image copies conf/ to /app/conf (Dockerfile); the same file it compiles the package with.
     in_image = PurePosixPath(_flag(args, "--config"))
     assert (REPO_ROOT / "conf" / in_image.relative_to("/app/conf")).is_file()
