@@ -18,6 +18,7 @@ import pandas as pd
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from components.validation import DRIFT_PREFIX
 from serving.ab_report import quality
 from simulator import catalog
 
@@ -98,7 +99,7 @@ def schema_problems(anomalies: anomalies_pb2.Anomalies) -> list[str]:
         reasons = [
             r.description
             for r in info.reason
-            if not anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith("COMPARATOR_")
+            if not anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith(DRIFT_PREFIX)
         ]
         if reasons:
             lines.append(f"{feature}: {'; '.join(reasons)}")

@@ -10,6 +10,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 
+from pipelines.cli import add_config_args
 from pipelines.config import ConfigError, load_config
 
 
@@ -63,10 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenario.add_argument("--seed", type=int, default=42)
     scenario.add_argument("--windows-per-day", type=int, default=2)
     for sub in (check, scenario):
-        sub.add_argument("--config", default="local", help="conf/<name>.yaml or a path")
-        sub.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
-        )
+        add_config_args(sub)
     return parser
 
 

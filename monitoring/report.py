@@ -49,7 +49,7 @@ def build(
         "shifts": [s.to_dict() for s in sorted(shifts, key=lambda s: -s.ratio)],
         "schema_problems": problems,
         "predictions": predictions,
-        "quality": {k: v for k, v in quality.items()},
+        "quality": dict(quality),
         "outcomes_as_of": outcomes_as_of,
         "signals": verdict.signals,
         "alert": verdict.alert,

@@ -19,7 +19,6 @@ import pandas as pd
 from simulator import catalog
 
 ID_COLUMN = "impression_id"
-META_COLUMNS = ("ts", "id", "version", "variant", "score")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import warnings
 from pipelines.config import ConfigError, load_config
 
 
-def _add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
+def add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
     parser.add_argument(
         "--config", default=default, help=f"conf/<name>.yaml or a path (default: {default})"
     )
@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shop-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the whole pipeline locally (LocalDagRunner)")
-    _add_config_args(run)
+    add_config_args(run)
     run.add_argument("--verbose", action="store_true", help="show TFX's full log")
     score = commands.add_parser(
         "score",
         help="batch inference: score a span's CSVs with a pushed model (Beam, beam.runner)",
     )
-    _add_config_args(score)
+    add_config_args(score)
     score.add_argument(
         "--span", type=int, help="span to score (default: data.span, else the newest span-N)"
     )
@@ -45,16 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         help="pushed version under serving_dir to score with (default: the newest)",
     )
     show = commands.add_parser("config", help="print the resolved configuration")
-    _add_config_args(show)
+    add_config_args(show)
     compile_ = commands.add_parser(
         "compile", help="write the KFP v2 pipeline package (YAML) for the Kubeflow Pipelines UI"
     )
-    _add_config_args(compile_, default="kubeflow")
+    add_config_args(compile_, default="kubeflow")
     compile_.add_argument("--output", help="package path (default: kubeflow.package_path)")
     manifest = commands.add_parser(
         "katib-manifest", help="write the Katib Experiment of the tuning section (YAML)"
     )
-    _add_config_args(manifest, default="kubeflow")
+    add_config_args(manifest, default="kubeflow")
     manifest.add_argument(
         "--output",
         default="manifests/katib/experiment.yaml",
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "kserve-manifest",
         help="write the KServe InferenceServices of the serving section (YAML + kustomization)",
     )
-    _add_config_args(kserve, default="kubeflow")
+    add_config_args(kserve, default="kubeflow")
     kserve.add_argument("--output-dir", default="manifests/kserve", help="where to write them")
     kserve.add_argument(
         "--model-version", type=int, help="pin the custom predictor to this pushed version"
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     submit = commands.add_parser(
         "submit", help="upload the package as a new pipeline version and start a run"
     )
-    _add_config_args(submit, default="kubeflow")
+    add_config_args(submit, default="kubeflow")
     submit.add_argument("--package", help="compiled package (default: kubeflow.package_path)")
     submit.add_argument("--host", help="KFP API endpoint (default: kubeflow.host)")
     submit.add_argument(

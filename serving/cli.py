@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.cli import add_config_args
 from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
 
 SERVING_PYTHON_ENV = "SHOP_SERVING_PYTHON"
@@ -66,11 +67,6 @@ def server_env() -> dict[str, str]:
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="local", help="conf/<name>.yaml or a path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
 def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
@@ -133,18 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shop-serve", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="serve the pushed model (V1 + V2 REST, /metrics)")
-    _add_config_args(start)
+    add_config_args(start)
     start.add_argument("--port", type=int, default=8080)
     start.add_argument("--model-version", help="pin one version instead of the newest")
     replay = commands.add_parser("replay", help="send a span's rows to a running server")
-    _add_config_args(replay)
+    add_config_args(replay)
     replay.add_argument("--span", type=int, required=True)
     replay.add_argument("--url", default="http://localhost:8080")
     replay.add_argument("--requests", type=int, default=1000)
     replay.add_argument("--batch", type=int, default=1, help="instances per request")
     replay.add_argument("--concurrency", type=int, default=8)
     report = commands.add_parser("ab-report", help="compare the A/B variants in the request log")
-    _add_config_args(report)
+    add_config_args(report)
     report.add_argument("--span", type=int, required=True, help="span whose outcomes to join")
     report.add_argument("--log", help="request log (default: config's request_log_path)")
     report.add_argument("--output", help="JSON report (default: next to the log)")
