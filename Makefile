@@ -30,7 +30,7 @@ KFP_LATEST_VENV := .cache/kfp-latest
 
 .PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
-	bench-serving monitor scenario
+	bench-serving bench-pipeline monitor scenario
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -41,6 +41,7 @@ help:
 	@echo "make serve-ab - the same, users split $(AB_PERCENT)% newest / rest previous version (sticky A/B)"
 	@echo "make replay SPAN=2 - send span rows to the running server;  make ab-report SPAN=2 - compare the variants"
 	@echo "make bench-serving - p50/p99 and requests/s at several concurrencies vs the in-process model call"
+	@echo "make bench-pipeline - time and peak memory per stage at 10k/100k/1M rows, Beam modes, the TFX taxi peer (~1 h)"
 	@echo "make monitor - drift/quality check of the last hour of served traffic; retrains when it crosses"
 	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
 	@echo "make env    - create $(VENV) and $(SERVING_VENV) from their locks"
@@ -53,12 +54,15 @@ help:
 	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from conf/kubeflow.yaml"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 
+# --compile-bytecode: the .pyc files are written once here. Without them every process compiles
+# TensorFlow/TFX from source (about 35 s per pipeline, test or trial process here, BENCHMARKS.md),
+# since uv does not compile on install and PYTHONDONTWRITEBYTECODE=1 stops Python caching them.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(BASE_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
 	@echo "Creating $(VENV) with $(BASE_PYTHON) from requirements.lock"
 	$(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
-	$(UV) pip sync -p $(PY) requirements.lock
+	$(UV) pip sync --compile-bytecode -p $(PY) requirements.lock
 	$(UV) pip install -p $(PY) --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name shop-ranking --display-name "Python (shop-ranking)" \
 	  --env TF_USE_LEGACY_KERAS 1
@@ -68,7 +72,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 $(SERVING_VENV)/.installed: serving/requirements.lock | $(VENV)/.installed
 	@echo "Creating $(SERVING_VENV) with $(BASE_PYTHON) from serving/requirements.lock"
 	$(UV) venv -q --allow-existing -p $(BASE_PYTHON) $(SERVING_VENV)
-	$(UV) pip sync -p $(SERVING_PY) serving/requirements.lock
+	$(UV) pip sync --compile-bytecode -p $(SERVING_PY) serving/requirements.lock
 	@touch $@
 
 env: $(VENV)/.installed $(SERVING_VENV)/.installed
@@ -135,6 +139,12 @@ SCENARIO_ARGS ?=
 scenario: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(VENV)/bin/shop-monitor scenario --rows $(SCENARIO_ROWS) \
 	  --set training.train_steps=100 --set evaluation.min_slice_auc=null $(SCENARIO_ARGS)
+
+# How the pipeline's cost grows with data (BENCHMARKS.md): per stage at 10k, 100k and 1M rows, the
+# 'before' settings up to 100k, Beam in-memory vs multi-processing, TFX's taxi pipeline as a peer.
+BENCH_PIPELINE_ARGS ?=
+bench-pipeline: $(VENV)/.installed
+	$(PY) -m benchmarks.pipeline_scaling --json outputs/benchmarks/pipeline_scaling.json $(BENCH_PIPELINE_ARGS)
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 \

@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from components import features as F
+from components.keras_autograph import exempt_tf_keras
+
+exempt_tf_keras()  # ~20 s less per process: see components/keras_autograph.py
 
 
 def require_keras_2() -> None:

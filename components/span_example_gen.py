@@ -27,6 +27,8 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
+from components import arrow_csv
+
 SPAN_KEY = "span"
 SPAN_OFFSET_KEY = "span_offset"
 
@@ -71,8 +73,8 @@ def resolve_span(input_base: str, input_config_json: str, span: int, span_offset
     }
 
 
-class SpanCsvExampleGenExecutor(csv_executor.Executor):
-    """CSV executor that first does the driver's work: span, patterns, artifact properties."""
+class _ResolvesSpan:
+    """Does the driver's work before the CSV executor runs: span, patterns, artifact properties."""
 
     def Do(
         self,
@@ -104,6 +106,17 @@ class SpanCsvExampleGenExecutor(csv_executor.Executor):
         super().Do(input_dict, output_dict, exec_properties)
 
 
+class SpanCsvExampleGenExecutor(_ResolvesSpan, csv_executor.Executor):
+    """TFX's CSV executor (data.csv_reader: tfx) after the span resolution."""
+
+
+class SpanArrowCsvExampleGenExecutor(_ResolvesSpan, arrow_csv.Executor):
+    """The columnar CSV executor (data.csv_reader: arrow) after the span resolution."""
+
+
+EXECUTORS = {"arrow": SpanArrowCsvExampleGenExecutor, "tfx": SpanCsvExampleGenExecutor}
+
+
 class SpanCsvExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
@@ -129,6 +142,7 @@ class SpanCsvExampleGen(base_beam_component.BaseBeamComponent):
         output_config: example_gen_pb2.Output,
         span: Any = 0,
         span_offset: int = 0,
+        csv_reader: str = "arrow",
     ):
         spec = SpanCsvExampleGenSpec(
             input_base=input_base,
@@ -140,4 +154,6 @@ class SpanCsvExampleGen(base_beam_component.BaseBeamComponent):
             span_offset=span_offset,
             examples=types.Channel(type=standard_artifacts.Examples),
         )
-        super().__init__(spec=spec)
+        super().__init__(
+            spec=spec, custom_executor_spec=executor_spec.BeamExecutorSpec(EXECUTORS[csv_reader])
+        )

@@ -38,6 +38,11 @@ class DataConfig(_Section):
     file_pattern: str = "span-{SPAN}/*.csv"
     train_buckets: int = Field(4, ge=1, description="hash split: train share = train/(train+eval)")
     eval_buckets: int = Field(1, ge=1)
+    csv_reader: Literal["arrow", "tfx"] = Field(
+        "arrow",
+        description="ExampleGen's CSV reader: arrow = columnar parse + C++ tf.Example encoder "
+        "(components/arrow_csv.py); tfx = TFX's CsvExampleGen executor, cell by cell in Python",
+    )
 
 
 class BeamConfig(_Section):
@@ -64,6 +69,17 @@ class ValidationConfig(_Section):
     compare_with_previous_span: bool = True
     block_on_drift: bool = Field(
         False, description="drift is reported always; it stops the run only when this is true"
+    )
+    sketch_statistics: bool = Field(
+        True,
+        description="StatisticsGen's top values and unique counts from sketches (Misra-Gries, "
+        "KMV): exact while a feature has fewer distinct values than the rank histogram keeps "
+        "(1000: every domain feature here), approximate for the ids; 1.8x less StatisticsGen time",
+    )
+    transform_statistics: bool = Field(
+        False,
+        description="Transform's own pre- and post-transform statistics and anomalies: two more "
+        "TFDV passes over the data that nothing in this pipeline reads (BENCHMARKS.md)",
     )
 
 

@@ -9,12 +9,20 @@ from tfx import v1 as tfx
 
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import create_pipeline
-from pipelines.progress import stage_progress
+from pipelines.progress import StageProgress, stage_progress
 from pipelines.summary import RunSummary, summarize
 
 
-def run_local(config: PipelineConfig, *, verbose: bool = False) -> tuple[RunSummary, float]:
-    """Runs the pipeline; on failure the summary carries the error and the exception is re-raised."""
+def run_local(
+    config: PipelineConfig,
+    *,
+    verbose: bool = False,
+    progress: StageProgress | None = None,
+    run_options=None,
+) -> tuple[RunSummary, float]:
+    """Runs the pipeline; on failure the summary carries the error and the exception is re-raised.
+    `progress` replaces the default stage printer (the benchmark's meter is one); `run_options`
+    (tfx.orchestration.pipeline.RunOptions) runs some stages only."""
     os.makedirs(config.output_root, exist_ok=True)
     pipeline = create_pipeline(
         config,
@@ -23,6 +31,6 @@ def run_local(config: PipelineConfig, *, verbose: bool = False) -> tuple[RunSumm
         ),
     )
     started = time.perf_counter()
-    with stage_progress(verbose=verbose):
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+    with stage_progress(verbose=verbose, handler=progress):
+        tfx.orchestration.LocalDagRunner().run(pipeline, run_options=run_options)
     return summarize(config), time.perf_counter() - started

@@ -6,11 +6,15 @@ import json
 import os
 from typing import Literal
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import range_config_pb2
 
+from components import arrow_csv
 from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import IdempotentPusher
 from components.span_example_gen import SpanCsvExampleGen
@@ -76,18 +80,22 @@ def _split_configs(config: PipelineConfig) -> tuple[tfx.proto.Input, tfx.proto.O
     )
 
 
-def _example_gen(
-    config: PipelineConfig, span: int, component_id: str
-) -> tfx.components.CsvExampleGen:
-    """Local: TFX's CsvExampleGen; its driver resolves the span and skips unchanged inputs."""
+def _example_gen(config: PipelineConfig, span: int, component_id: str) -> FileBasedExampleGen:
+    """Local: a file-based ExampleGen with the CSV reader of data.csv_reader; its driver resolves
+    the span and skips unchanged inputs."""
     input_config, output_config = _split_configs(config)
-    return tfx.components.CsvExampleGen(
+    arguments = dict(
         input_base=_absolute(config.data.root),
         input_config=input_config,
         output_config=output_config,
         range_config=range_config_pb2.RangeConfig(
             static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
         ),
+    )
+    if config.data.csv_reader == "tfx":
+        return tfx.components.CsvExampleGen(**arguments).with_id(component_id)
+    return FileBasedExampleGen(
+        **arguments, custom_executor_spec=executor_spec.BeamExecutorSpec(arrow_csv.Executor)
     ).with_id(component_id)
 
 
@@ -102,6 +110,7 @@ def _kubeflow_example_gen(
         output_config=output_config,
         span=params.span,
         span_offset=span_offset,
+        csv_reader=config.data.csv_reader,
     ).with_id(component_id)
 
 
@@ -190,7 +199,9 @@ def create_pipeline(
         spans = spans or select_spans(config.data)
         example_gen = _example_gen(config, spans.current, "CsvExampleGen")
         previous_span = spans.previous if config.validation.compare_with_previous_span else None
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], stats_options=_stats_options(config)
+    )
     schema_gen = PackagedImportSchemaGen(schema_file=SCHEMA_FILE).with_id("ImportSchemaGen")
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -205,7 +216,7 @@ def create_pipeline(
             else _example_gen(config, previous_span, "BaselineExampleGen")
         )
         baseline_statistics = tfx.components.StatisticsGen(
-            examples=baseline_gen.outputs["examples"]
+            examples=baseline_gen.outputs["examples"], stats_options=_stats_options(config)
         ).with_id("BaselineStatisticsGen")
         drift_validator = DriftValidator(
             statistics=statistics_gen.outputs["statistics"],
@@ -225,6 +236,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=config.transform.model_dump(),
+        disable_statistics=not config.validation.transform_statistics,
     )
     transform.add_upstream_node(gate)  # nothing downstream of the gate runs on bad data
 
@@ -308,6 +320,13 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam.pipeline_args(),
     )
+
+
+def _stats_options(config: PipelineConfig) -> tfdv.StatsOptions | None:
+    """TFDV options of both StatisticsGens (None: TFDV's defaults, exact top values)."""
+    if not config.validation.sketch_statistics:
+        return None
+    return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
 
 
 def _tfjob_settings(config: PipelineConfig) -> dict:

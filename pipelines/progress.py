@@ -27,6 +27,13 @@ class StageProgress(logging.Handler):
         self.stage_started: dict[str, float] = {}
         self.current: str | None = None
         self.cached: set[str] = set()
+        self.seconds: dict[str, float] = {}  # finished stages (cached ones too), in run order
+
+    def on_start(self, name: str) -> None:
+        """Hook for subclasses (benchmarks.stage_meter) when a stage starts running."""
+
+    def on_finish(self, name: str, seconds: float, cached: bool) -> None:
+        """Hook for subclasses when a stage finishes."""
 
     def _print(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f}s] {text}", file=self.stream, flush=True)
@@ -36,6 +43,7 @@ class StageProgress(logging.Handler):
         if match := _RUNNING.match(message):
             self.current = match.group(1)
             self.stage_started[self.current] = time.perf_counter()
+            self.on_start(self.current)
             self._print(f"{self.current} ...")
         elif _CACHED.match(message) and self.current:
             self.cached.add(self.current)
@@ -43,17 +51,23 @@ class StageProgress(logging.Handler):
             name = match.group(1)
             seconds = time.perf_counter() - self.stage_started.get(name, self.started)
             how = "cached" if name in self.cached else f"done in {seconds:.1f}s"
+            self.seconds[name] = seconds
+            self.on_finish(name, seconds, name in self.cached)
+            if self.current == name:
+                self.current = None
             self._print(f"{name} {how}")
         elif match := _SKIPPED.match(message):
             self._print(f"{match.group(1)} skipped")
 
 
 @contextmanager
-def stage_progress(verbose: bool = False) -> Iterator[StageProgress]:
+def stage_progress(
+    verbose: bool = False, handler: StageProgress | None = None
+) -> Iterator[StageProgress]:
     """Routes absl INFO records to StageProgress; the rest of TFX's log (warnings included) shows only if verbose."""
     from absl import logging as absl_logging
 
-    handler = StageProgress()
+    handler = handler or StageProgress()
     logger = logging.getLogger("absl")
     # Through absl's verbosity flag, not the logger's level: libraries that parse absl flags
     # mid-run (Transform does) reset the level from that flag.

@@ -78,7 +78,9 @@ def test_every_executor_runs_the_configured_image_by_package_path(compiled, conf
     class_paths = {
         name: kfp_spec.executor_of(spec, name)["container"]["args"][1] for name in tasks_of(spec)
     }
-    assert class_paths["CsvExampleGen"] == "components.span_example_gen.SpanCsvExampleGenExecutor"
+    assert class_paths["CsvExampleGen"] == (  # data.csv_reader: arrow
+        "components.span_example_gen.SpanArrowCsvExampleGenExecutor"
+    )
     assert class_paths["Pusher"] == "components.pusher.IdempotentPusherExecutor"
     text = json.dumps(spec)
     assert "_wheels" not in text and "module_file" not in text  # user code by import path
