@@ -401,6 +401,61 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: dict) -> str:
+    """BENCHMARKS.md's tables, from the JSON a run wrote (`--markdown-from`)."""
+    groups = [*GROUPS, REST]
+    out = [
+        "| rows | variant | " + " | ".join(groups) + " | total | process |",
+        "| ---: | --- | " + " | ".join("---:" for _ in groups) + " | ---: | ---: |",
+    ]
+    for run in report["runs"]:
+        cells = [
+            f"{run['groups'][g]['seconds']:.1f} s ({run['groups'][g]['peak_rss_gb']:.2f} GB)"
+            if g in run["groups"]
+            else "-"
+            for g in groups
+        ]
+        out.append(
+            f"| {run['rows']:,} | {run['variant']} | " + " | ".join(cells)
+            + f" | **{run['wall_s']:.1f} s** ({run['peak_rss_gb']:.2f} GB) | {run['process_s']:.1f} s |"
+        )  # fmt: skip
+    if report.get("slopes"):
+        out += ["", "| variant | rows | " + " | ".join(groups) + " | total |",
+                "| --- | --- | " + " | ".join("---:" for _ in groups) + " | ---: |"]  # fmt: skip
+        for slope in report["slopes"]:
+            per_row = slope["us_per_row"]
+            out.append(
+                f"| {slope['variant']} | {slope['from_rows']:,} -> {slope['to_rows']:,} | "
+                + " | ".join(f"{per_row[g]:.1f}" if g in per_row else "-" for g in groups)
+                + f" | **{per_row['total']:.1f}** |"
+            )
+    if beam := report.get("beam_modes"):
+        out += ["", f"| stage at {beam['rows']:,} rows | in_memory | multi_processing, 2 workers "
+                "| speed-up |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+        for stage, ratio in beam["speedup_multi_processing_2"].items():
+            runs = {m["mode"]: m for m in beam["runs"] if m["stage"] == stage}
+            out.append(
+                f"| {stage} | {runs['in_memory']['seconds']:.1f} s "
+                f"({runs['in_memory']['peak_rss_gb']:.2f} GB) | "
+                f"{runs['multi_processing_2']['seconds']:.1f} s "
+                f"({runs['multi_processing_2']['peak_rss_gb']:.2f} GB) | **{ratio:.2f}x** |"
+            )
+    if peer := report.get("peer"):
+        out += ["", "| pipeline | rows | " + " | ".join(groups) + " | total | process |",
+                "| --- | ---: | " + " | ".join("---:" for _ in groups) + " | ---: | ---: |"]  # fmt: skip
+        for name, run in (("TFX taxi", peer["taxi"]), ("shop", peer["ours"])):
+            cells = [
+                f"{run['groups'][g]['seconds']:.1f} s" if g in run["groups"] else "-"
+                for g in groups
+            ]
+            out.append(
+                f"| {name} | {run['rows']:,} | " + " | ".join(cells)
+                + f" | **{run['wall_s']:.1f} s** = {1e3 * run['wall_s'] / run['rows']:.2f} ms/row "
+                f"(peak {run['peak_rss_gb']:.2f} GB) | {run['process_s']:.1f} s |"
+            )  # fmt: skip
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.pipeline_scaling", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -426,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work", default=".cache/bench-pipeline", help="data and outputs (kept)")
     parser.add_argument("--json", default="outputs/benchmarks/pipeline_scaling.json")
+    parser.add_argument("--markdown-from", metavar="JSON",
+                        help="print BENCHMARKS.md's tables from a finished run's JSON and exit")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.markdown_from:
+        print(markdown(json.loads(Path(args.markdown_from).read_text())))
+        return 0
     if args.command == "_pipeline":
         return _child_pipeline(args)
     if args.command == "_peer":
