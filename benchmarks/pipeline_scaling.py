@@ -7,8 +7,9 @@ StatisticsGen and Transform, and TFX's own Chicago taxi pipeline as a peer, in o
 
 Each pipeline run is a fresh child process (`shop-pipeline run`'s code path: run_local on
 conf/local.yaml, two spans of N rows each, so ExampleGen and StatisticsGen read 2N rows: the span
-and the previous one the drift check compares it with). Variants are config overrides: "before"
-is the settings this repo shipped before the benchmark, "after" the defaults now (BENCHMARKS.md).
+and the previous one the drift check compares it with). Variants are config overrides and
+environment variables: "before" is what this repo did before the benchmark, "after" the defaults
+now (BENCHMARKS.md says what each one changes).
 Figures are printed as a table and written as JSON; nothing here asserts a time.
 """
 
