@@ -9,8 +9,9 @@ largest per-row cost (BENCHMARKS.md). This executor keeps its output contract:
   the schema check then reports); a column blank everywhere is left out;
 - a blank cell is an empty value list, as TFX writes it;
 - quoted fields may contain newlines.
-The split into train/eval hashes each serialized example, as TFX does; the C++ encoder orders the
-fields differently from Python protos, so a row may land in the other split than under `tfx`.
+The split into train/eval hashes each serialized example, as TFX does. The examples are
+re-serialized deterministically (the C++ encoder's field order changes between processes), so
+every row lands in the same split as under `tfx`, in every run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tensorflow as tf
 from pyarrow import csv as pacsv
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.io import fileio
@@ -133,11 +135,16 @@ def encode_file(path: str, kinds: dict) -> Iterator[bytes]:
             column = pc.cast(column, ARROW_TYPES[kind])
         typed[name] = column
     encoder = RecordBatchToExamplesEncoder()
+    parse = tf.train.Example.FromString
     for start in range(0, table.num_rows, ENCODE_ROWS):
         batch = pa.RecordBatch.from_arrays(
             [_as_lists(typed[name].slice(start, ENCODE_ROWS)) for name in columns], columns
         )
-        yield from encoder.encode(batch)
+        # The C++ encoder writes the feature map in hash order, which changes from process to
+        # process; the train/eval split hashes these bytes. Re-serialized deterministically (map
+        # keys sorted), they are the bytes TFX's executor hashes: the same split, in every run.
+        for serialized in encoder.encode(batch):
+            yield parse(serialized).SerializeToString(deterministic=True)
 
 
 @beam.ptransform_fn
