@@ -100,26 +100,3 @@ class StageMeter(StageProgress):
 
     def figures(self) -> list[dict]:
         return [asdict(stage) for stage in self.stages]
-
-
-def measure(block, *, interval_s: float = 0.2) -> tuple[float, int]:
-    """Wall seconds and the process tree's peak RSS (bytes) of block(), sampled every interval_s:
-    for work that runs outside the pipeline's stages (a single executor, the data generator)."""
-    process = psutil.Process()
-    peak = tree_rss_bytes(process)
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.wait(interval_s):
-            peak = max(peak, tree_rss_bytes(process))
-
-    thread = threading.Thread(target=sample, daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    try:
-        block()
-    finally:
-        stop.set()
-        thread.join()
-    return time.perf_counter() - started, max(peak, tree_rss_bytes(process))

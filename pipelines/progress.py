@@ -27,7 +27,6 @@ class StageProgress(logging.Handler):
         self.stage_started: dict[str, float] = {}
         self.current: str | None = None
         self.cached: set[str] = set()
-        self.seconds: dict[str, float] = {}  # finished stages (cached ones too), in run order
 
     def on_start(self, name: str) -> None:
         """Hook for subclasses (benchmarks.stage_meter) when a stage starts running."""
@@ -51,7 +50,6 @@ class StageProgress(logging.Handler):
             name = match.group(1)
             seconds = time.perf_counter() - self.stage_started.get(name, self.started)
             how = "cached" if name in self.cached else f"done in {seconds:.1f}s"
-            self.seconds[name] = seconds
             self.on_finish(name, seconds, name in self.cached)
             if self.current == name:
                 self.current = None
