@@ -469,7 +469,7 @@ def score_span(
         "runner": config.beam.runner,
     }
     started = time.perf_counter()
-    options = PipelineOptions(config.beam.pipeline_args())
+    options = PipelineOptions(config.beam_pipeline_args())
     try:
         with beam.Pipeline(options=options) as pipeline:
             build(pipeline, staged, base_summary, min_batch_size, max_batch_size)

@@ -35,6 +35,7 @@ from monitoring.traffic import (
 )
 from pipelines.config import PipelineConfig
 from pipelines.schema_tool import load_schema
+from serving import versions
 
 WINDOWS_DIR = "windows"
 REPORT, STATS = "report.json", "statistics.pb"
@@ -60,8 +61,8 @@ def training_statistics(
 ) -> statistics_pb2.DatasetFeatureStatisticsList | None:
     if version is None:
         return None
-    path = os.path.join(config.serving_dir, version, TRAINING_STATISTICS)
-    return tfdv.load_stats_binary(path) if os.path.exists(path) else None
+    path = versions.join(config.serving_dir, version, TRAINING_STATISTICS)
+    return tfdv.load_stats_binary(path) if versions.exists(path) else None
 
 
 def previous_window(directory: str, window: Window) -> tuple[dict[str, Any], str] | None:

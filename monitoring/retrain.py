@@ -126,6 +126,7 @@ def retrain_kubeflow(
         namespace=config.kubeflow.namespace,
         parameters={"span": span} if span else None,
         run_name=f"{config.name}-retrain-span-{span}-{time.strftime('%Y%m%d-%H%M%S')}",
+        pipeline_root=config.pipeline_root,
         **kwargs,
     )
     echo(f"retrain: submitted run {result.run_id} on span {span}: {result.url}")

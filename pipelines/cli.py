@@ -242,6 +242,7 @@ def _submit(config, args) -> int:
             namespace=config.kubeflow.namespace,
             parameters=parse_parameters(args.param),
             schedule=args.schedule,
+            pipeline_root=config.pipeline_root,
         )
     except (SubmitError, ValueError) as err:
         print(f"shop-pipeline: {err}", file=sys.stderr)

@@ -63,6 +63,52 @@ class BeamConfig(_Section):
         return args + list(self.extra_args)
 
 
+class ObjectStoreConfig(_Section):
+    """The S3 API that s3:// URIs (pipeline root, data, pushed models) resolve to: KFP's MinIO, or
+    AWS S3 when `endpoint` is None. gs:// needs nothing here (TensorFlow and Beam reach GCS
+    themselves). Credentials never live in the config: on Kubeflow they come from a Secret."""
+
+    endpoint: str | None = Field(
+        None, description="http(s)://host:port of an S3 API server; None = AWS S3"
+    )
+    region: str = "us-east-1"
+    credentials_secret: str | None = Field(
+        "mlpipeline-minio-artifact",
+        description="Kubernetes Secret every step reads its keys from (KFP's own MinIO secret)",
+    )
+    access_key_field: str = Field("accesskey", description="the Secret's key of the access key")
+    secret_key_field: str = Field("secretkey", description="the Secret's key of the secret key")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise ValueError(f"{value!r}: expected http://host:port or https://host:port")
+        return value.rstrip("/") if value else value
+
+    def environment(self) -> dict[str, str]:
+        """Settings tensorflow-io's and boto3's S3 clients read (not the keys)."""
+        env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
+        if self.endpoint:
+            secure = self.endpoint.startswith("https://")
+            env.update(
+                S3_ENDPOINT=self.endpoint,  # tensorflow-io: the scheme says http or https
+                S3_USE_HTTPS="1" if secure else "0",
+                S3_VERIFY_SSL="1" if secure else "0",
+                AWS_ENDPOINT_URL_S3=self.endpoint,  # boto3 >= 1.28
+            )
+        return env
+
+    def beam_args(self) -> list[str]:
+        """Beam's S3 filesystem options (apache-beam[aws]); keys from the environment."""
+        args = [f"--s3_region_name={self.region}"]
+        if self.endpoint:
+            args.append(f"--s3_endpoint_url={self.endpoint}")
+            if self.endpoint.startswith("http://"):
+                args.append("--s3_disable_ssl")
+        return args
+
+
 class ValidationConfig(_Section):
     """The data gate: which anomalies stop the run before Transform."""
 
@@ -346,6 +392,11 @@ class ServingConfig(_Section):
     storage_uri: str | None = Field(
         None, description="where KServe reads the pushed versions; None = the PVC's serving_dir"
     )
+    service_account: str | None = Field(
+        None,
+        description="the predictors' ServiceAccount: for an s3:// storage URI it names the Secret "
+        "with the keys and endpoint KServe's storage initializer reads (manifests/kfp)",
+    )
     canary_traffic_percent: int = Field(
         10, ge=0, le=100, description="share of traffic a newly pushed version gets at first"
     )
@@ -409,6 +460,11 @@ class MonitoringConfig(_Section):
     )
     outcomes_dir: str | None = Field(
         None, description="the delayed outcome feed (CSV per span); None = <data.root>/outcomes"
+    )
+    root: str | None = Field(
+        None,
+        description="request logs and the monitor's history, local files (on Kubeflow the PVC); "
+        "None = output_root",
     )
     pushgateway: str | None = Field(
         None, description="push the monitor's metrics to this Prometheus Pushgateway"
@@ -493,6 +549,7 @@ class PipelineConfig(_Section):
     enable_cache: bool = True
     data: DataConfig = DataConfig()
     beam: BeamConfig = BeamConfig()
+    object_store: ObjectStoreConfig = ObjectStoreConfig()
     validation: ValidationConfig = ValidationConfig()
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
@@ -514,6 +571,14 @@ class PipelineConfig(_Section):
     def _under_output_root(self, *parts: str) -> str:
         return "/".join([self.output_root.rstrip("/"), *parts])
 
+    def uses_s3(self) -> bool:
+        return any(p.startswith("s3://") for p in (self.output_root, self.data.root))
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Beam's arguments for every Beam stage: the runner's, plus the S3 options when a path
+        is on s3://."""
+        return self.beam.pipeline_args() + (self.object_store.beam_args() if self.uses_s3() else [])
+
     @property
     def pipeline_root(self) -> str:
         return self._under_output_root("pipeline_root", self.name)
@@ -534,12 +599,15 @@ class PipelineConfig(_Section):
     @property
     def request_log_dir(self) -> str:
         """Every prediction log of the model (one file per server process or pod)."""
-        return self._under_output_root("serving_logs")
+        return "/".join([self._monitoring_root(), "serving_logs"])
 
     @property
     def monitoring_dir(self) -> str:
         """The monitor's history: one report per window, the trigger's state, metrics."""
-        return self._under_output_root("monitoring", self.serving.model_name)
+        return "/".join([self._monitoring_root(), "monitoring", self.serving.model_name])
+
+    def _monitoring_root(self) -> str:
+        return (self.monitoring.root or self.output_root).rstrip("/")
 
     @property
     def outcomes_dir(self) -> str:

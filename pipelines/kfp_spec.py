@@ -17,6 +17,35 @@ PipelineSpec = dict[str, Any]
 EXTERNAL_INPUT_TASKS = ("CsvExampleGen", "BaselineExampleGen")
 
 
+# Pipeline roots the KFP v2 backend accepts (backend/src/v2/objectstore: gs://, s3://, minio://)
+# and that TFX's file I/O can write: minio:// is KFP's own name for its bucket, which TensorFlow
+# cannot open, so point s3:// at the MinIO endpoint instead (object_store.endpoint).
+PIPELINE_ROOT_SCHEMES = ("gs://", "s3://")
+
+
+class PipelineRootError(ValueError):
+    """A pipeline root the KFP backend or TFX would refuse; the message names the setting."""
+
+
+def check_pipeline_root(root: str, setting: str = "output_root") -> str:
+    """Returns `root` when a KFP v2 run can use it, else raises naming `setting`.
+
+    The KFP backend never reads the spec's defaultPipelineRoot: a run's root is its
+    runtimeConfig.pipelineRoot (what `submit` sends), else the kfp-launcher ConfigMap's
+    defaultPipelineRoot, else minio://mlpipeline/v2/artifacts. A plain path is refused there
+    ("unrecognized pipeline root format"), and minio:// is one TFX cannot write."""
+    if root.startswith(PIPELINE_ROOT_SCHEMES):
+        bucket = root.split("://", 1)[1].split("/", 1)[0]
+        if bucket:
+            return root
+    raise PipelineRootError(
+        f"pipeline root {root!r} (from {setting}): Kubeflow Pipelines v2 runs need an object "
+        f"store root, one of {', '.join(s + '<bucket>/...' for s in PIPELINE_ROOT_SCHEMES)}; a "
+        "filesystem path is refused by the KFP backend and minio:// cannot be written by TFX "
+        "(use s3:// with object_store.endpoint set to the MinIO service)"
+    )
+
+
 class UnsupportedSpecError(ValueError):
     """The spec uses something open-source KFP v2 does not run; the message names task and feature."""
 
@@ -39,10 +68,15 @@ def write_package(
         yaml.safe_dump_all(documents, handle, sort_keys=True)
 
 
+def executor_label(spec: PipelineSpec, task_name: str) -> str:
+    """The deploymentSpec executor label of a root-DAG task."""
+    component = spec["components"][spec["root"]["dag"]["tasks"][task_name]["componentRef"]["name"]]
+    return component["executorLabel"]
+
+
 def executor_of(spec: PipelineSpec, task_name: str) -> dict[str, Any]:
     """The deploymentSpec executor a root-DAG task runs."""
-    component = spec["components"][spec["root"]["dag"]["tasks"][task_name]["componentRef"]["name"]]
-    return spec["deploymentSpec"]["executors"][component["executorLabel"]]
+    return spec["deploymentSpec"]["executors"][executor_label(spec, task_name)]
 
 
 def unsupported_features(spec: PipelineSpec) -> list[str]:
@@ -85,10 +119,35 @@ def check_runs_on_open_source_kfp(spec: PipelineSpec) -> None:
         )
 
 
-def pvc_platform_spec(spec: PipelineSpec, pvc_name: str, mount_path: str) -> dict[str, Any]:
-    """kfp-kubernetes platform document mounting one existing PVC into every executor."""
-    executors = {
-        label: {"pvcMount": [{"constant": pvc_name, "mountPath": mount_path}]}
-        for label in spec["deploymentSpec"]["executors"]
-    }
+def set_executor_env(spec: PipelineSpec, env: dict[str, str]) -> None:
+    """Plain environment variables on every executor's container (PipelineContainerSpec.env)."""
+    if not env:
+        return
+    for executor in spec["deploymentSpec"]["executors"].values():
+        container = executor.get("container")
+        if container is not None:
+            given = {e["name"]: e["value"] for e in container.get("env", [])}
+            container["env"] = [
+                {"name": k, "value": v} for k, v in sorted({**given, **env}.items())
+            ]
+
+
+def kubernetes_platform_spec(
+    spec: PipelineSpec,
+    *,
+    pvc_name: str | None = None,
+    mount_path: str | None = None,
+    secret_env: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """kfp-kubernetes platform document for every executor: one existing PVC mounted, and/or
+    environment variables from a Secret (`{"secretName": ..., "keyToEnv": [{"secretKey",
+    "envVar"}]}`, kfp-kubernetes' use_secret_as_env). None when there is neither."""
+    if not pvc_name and not secret_env:
+        return None
+    per_executor: dict[str, Any] = {}
+    if pvc_name:
+        per_executor["pvcMount"] = [{"constant": pvc_name, "mountPath": mount_path}]
+    if secret_env:
+        per_executor["secretAsEnv"] = [secret_env]
+    executors = {label: dict(per_executor) for label in spec["deploymentSpec"]["executors"]}
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}

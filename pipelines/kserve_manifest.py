@@ -90,6 +90,7 @@ class KServeSettings:
     request_log_dir: str | None = None
     pvc_name: str | None = None
     pvc_mount_path: str | None = None
+    service_account: str | None = None
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> KServeSettings:
@@ -112,6 +113,7 @@ class KServeSettings:
                     "batch_max_size",
                     "batch_timeout_ms",
                     "reload_interval_s",
+                    "service_account",
                 }
             ),
             storage_uri=storage_uri(config),
@@ -264,6 +266,10 @@ def inference_service(
         "scaleMetric": settings.scale_metric,
         "scaleTarget": settings.scale_target,
     }
+    if settings.service_account:
+        # KServe's storage initializer reads an s3:// storageUri with the keys and endpoint of
+        # the Secret this ServiceAccount lists (manifests/kfp/object-store-access.yaml).
+        spec["serviceAccountName"] = settings.service_account
     if previous_version is not None:
         # custom: the new revision runs --model-version=<new>, the last rolled-out one keeps the
         # old version, so the split really compares two models. tensorflow: TF Serving loads the

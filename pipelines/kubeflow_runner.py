@@ -14,16 +14,21 @@ from pipelines import kfp_spec
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import create_pipeline
 
-# The image's entrypoint is not relied on: every step names its command in the spec.
-EXECUTOR_COMMAND = [
-    "python",
-    "-m",
-    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
-]
+# The image's entrypoint is not relied on: every step names its command in the spec. It is our
+# wrapper of TFX's KFP v2 entrypoint (components/kfp_entrypoint.py: what the real backend hands
+# an executor, mended, then TFX unchanged), with TFX's own arguments.
+EXECUTOR_COMMAND = ["python", "-m", "components.kfp_entrypoint"]
+# TFX's stock entrypoint, which fails on a real KFP v2 backend (tests run it to show how).
+TFX_EXECUTOR_MODULE = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
 def compile_spec(config: PipelineConfig) -> tuple[kfp_spec.PipelineSpec, dict | None]:
-    """Returns the PipelineSpec (and the PVC platform document when configured)."""
+    """Returns the PipelineSpec and its kfp-kubernetes platform document (PVC mount, the object
+    store's Secret as env), or None when neither is configured."""
+    # The KFP backend ignores the spec's defaultPipelineRoot (kfp_spec.check_pipeline_root):
+    # `submit` sends this root with every run. It stays in the spec for the KFP UI and other
+    # runners, and a root KFP would refuse fails here, before anything is built or uploaded.
+    root = kfp_spec.check_pipeline_root(config.pipeline_root)
     pipeline = create_pipeline(config, target="kubeflow")
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
@@ -34,9 +39,7 @@ def compile_spec(config: PipelineConfig) -> tuple[kfp_spec.PipelineSpec, dict | 
         ),
     )
     spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
-    # Open-source KFP reads the root from the spec; without it artifacts would go to the
-    # cluster default (minio://), which TFX's file I/O cannot write.
-    spec["defaultPipelineRoot"] = config.pipeline_root
+    spec["defaultPipelineRoot"] = root
     # TFX keeps RuntimeParameter defaults in the PipelineJob wrapper, which the bare spec drops:
     # put them where the KFP UI's run form and a run without arguments find them.
     root_parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
@@ -49,11 +52,24 @@ def compile_spec(config: PipelineConfig) -> tuple[kfp_spec.PipelineSpec, dict | 
         if task is not None:
             task["cachingOptions"] = {}
     kfp_spec.check_runs_on_open_source_kfp(spec)
-    platform = None
-    if config.kubeflow.pvc_name:
-        platform = kfp_spec.pvc_platform_spec(
-            spec, config.kubeflow.pvc_name, config.kubeflow.pvc_mount_path
-        )
+    store = config.object_store
+    secret_env = None
+    if config.uses_s3():
+        kfp_spec.set_executor_env(spec, store.environment())
+        if store.credentials_secret:
+            secret_env = {
+                "secretName": store.credentials_secret,
+                "keyToEnv": [
+                    {"secretKey": store.access_key_field, "envVar": "AWS_ACCESS_KEY_ID"},
+                    {"secretKey": store.secret_key_field, "envVar": "AWS_SECRET_ACCESS_KEY"},
+                ],
+            }
+    platform = kfp_spec.kubernetes_platform_spec(
+        spec,
+        pvc_name=config.kubeflow.pvc_name,
+        mount_path=config.kubeflow.pvc_mount_path,
+        secret_env=secret_env,
+    )
     return spec, platform
 
 

@@ -318,7 +318,7 @@ def create_pipeline(
         components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=config.beam.pipeline_args(),
+        beam_pipeline_args=config.beam_pipeline_args(),
     )
 
 

@@ -21,6 +21,8 @@ import kfp_server_api
 import urllib3
 import yaml
 
+from pipelines.kfp_spec import check_pipeline_root, read_package
+
 _CRON_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
 _BODY_LIMIT = 2000  # characters of an error body worth showing; KFP errors are short JSON
 
@@ -52,6 +54,7 @@ def submit(
     parameters: dict[str, object] | None = None,
     schedule: str | None = None,
     run_name: str | None = None,
+    pipeline_root: str | None = None,
     existing_token: str | None = None,
     client_factory: Callable[..., kfp.Client] = kfp.Client,
 ) -> SubmitResult:
@@ -61,8 +64,15 @@ def submit(
     `version_name` only names versions added to an existing pipeline: a new pipeline's first
     version is named by the server after the pipeline. `schedule` is KFP's 6-field cron
     (seconds first); a recurring run never overlaps itself and does not backfill missed runs.
+    `pipeline_root` is sent as the run's runtimeConfig.pipelineRoot: the KFP backend never reads
+    the spec's own, and without it would write to minio://mlpipeline/v2/artifacts (or the
+    kfp-launcher ConfigMap's root). None = the package's defaultPipelineRoot, sent explicitly.
     """
     _check_inputs(package_path, pipeline_name, schedule)
+    pipeline_root = check_pipeline_root(
+        pipeline_root or _package_root(package_path),
+        "output_root" if pipeline_root else f"{package_path}: defaultPipelineRoot",
+    )
     stamp = _utc_stamp()
     version_name = version_name or f"{pipeline_name}-{stamp}"
     run_name = run_name or f"{pipeline_name}-{stamp}"
@@ -84,6 +94,7 @@ def submit(
                 params=params,
                 pipeline_id=pipeline_id,
                 version_id=version_id,
+                pipeline_root=pipeline_root,
             )
             return SubmitResult(
                 pipeline_id, version_id, experiment_id, run.run_id, None, run_url(host, run.run_id)
@@ -97,6 +108,7 @@ def submit(
             params=params,
             pipeline_id=pipeline_id,
             version_id=version_id,
+            pipeline_root=pipeline_root,
         )
     rid = recurring.recurring_run_id
     return SubmitResult(
@@ -164,6 +176,11 @@ def _check_inputs(package_path: str, pipeline_name: str, schedule: str | None) -
         raise ValueError("pipeline_name must not be empty")
     if schedule is not None:
         validate_cron(schedule)
+
+
+def _package_root(package_path: str) -> str:
+    spec, _ = read_package(package_path)
+    return spec.get("defaultPipelineRoot") or ""
 
 
 def _upload(

@@ -37,13 +37,14 @@ class Contract:
 
     @classmethod
     def load(cls, model_dir: str, **settings: Any) -> Contract:
-        path = os.path.join(model_dir, CONTRACT_PATH)
-        if not os.path.exists(path):
+        from serving import versions  # the same store the model is loaded from
+
+        path = versions.join(model_dir, *CONTRACT_PATH.split(os.sep))
+        if not versions.exists(path):
             raise FileNotFoundError(
                 f"{path}: no serving contract; models exported by components/signatures.py have one"
             )
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.loads(versions.read_text(path))
         return cls(raw["features"], raw["signature"], raw["output"], **settings)
 
     def _check_size(self, n: int) -> None:

@@ -9,13 +9,13 @@ poll and the old version stays live.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
 from serving.contract import Contract
+from serving.versions import join
 
 _DTYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
 
@@ -40,7 +40,7 @@ class LoadedVersion:
 
 
 def load_version(model_dir: str, version: str, **contract_settings) -> LoadedVersion:
-    path = os.path.join(model_dir, version)
+    path = join(model_dir, version)
     contract = Contract.load(path, **contract_settings)
     model = tf.saved_model.load(path)
     if contract.signature not in model.signatures:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from serving.batcher import MicroBatcher
 from serving.contract import V2_DATATYPES, RequestError
 from serving.model_store import LoadedVersion, load_version
 from serving.request_log import RequestLog
-from serving.versions import fingerprint, numbered_versions
+from serving.versions import fingerprint, join, numbered_versions
 
 log = logging.getLogger("serving")
 
@@ -122,7 +121,7 @@ class RankingModel(Model):
 
     def _settled(self, version: str) -> bool:
         """True once the version folder looked the same on two consecutive polls."""
-        now = fingerprint(os.path.join(self.settings.model_dir, version))
+        now = fingerprint(join(self.settings.model_dir, version))
         before = self._fingerprints.get(version)
         self._fingerprints[version] = now
         return before == now

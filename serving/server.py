@@ -29,6 +29,7 @@ from serving.predictor import (  # noqa: E402
     RequestTooLarge,
     ServerSettings,
 )
+from serving.versions import is_uri  # noqa: E402
 
 log = logging.getLogger("serving")
 
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.
     p.add_argument("--request-log", default=None, help="JSON lines file, '-' = stdout")
     args, _ = p.parse_known_args(argv)  # kserve reads its own --flags from sys.argv as well
     settings = ServerSettings(
-        model_dir=os.path.abspath(args.model_dir),
+        model_dir=args.model_dir if is_uri(args.model_dir) else os.path.abspath(args.model_dir),
         model_name=args.model_name,
         pinned_version=args.model_version,
         max_instances=args.max_instances,

@@ -1,16 +1,54 @@
-"""Pusher's numbered version folders, read without TensorFlow (the CLI and load tools list them)."""
+"""Pusher's numbered version folders, on a filesystem or in an object store.
+
+Local folders are read without TensorFlow (the CLI and load tools list them). A URI (s3://, gs://)
+is read through TensorFlow's file I/O, with tensorflow-io's S3 filesystem registered for s3://:
+the same route the model itself is loaded by, so listing and loading see the same store.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    """os.path.join for paths, '/'-joined for URIs (a Path would turn s3://b into s3:/b)."""
+    return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else os.path.join(base, *parts)
+
+
+def remote_fs(uri: str) -> Any:
+    """tf.io.gfile, able to open `uri`'s scheme."""
+    if uri.startswith("s3://"):
+        import tensorflow_io  # noqa: F401 (registers s3://)
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def exists(path: str) -> bool:
+    return remote_fs(path).exists(path) if is_uri(path) else os.path.exists(path)
+
+
+def read_text(path: str) -> str:
+    if is_uri(path):
+        with remote_fs(path).GFile(path, "r") as handle:
+            return handle.read()
+    with open(path) as handle:
+        return handle.read()
 
 
 def numbered_versions(model_dir: str) -> list[str]:
     """Version folders, oldest first (only all-digit names, as TF Serving and KServe read them)."""
-    if not os.path.isdir(model_dir):
-        return []
-    names = [n for n in os.listdir(model_dir) if n.isdigit()]
-    return sorted(names, key=int)
+    if is_uri(model_dir):
+        fs = remote_fs(model_dir)
+        names = [n.rstrip("/") for n in fs.listdir(model_dir)] if fs.isdir(model_dir) else []
+    else:
+        names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+    return sorted((n for n in names if n.isdigit()), key=int)
 
 
 def fingerprint(path: str) -> tuple:
@@ -20,6 +58,13 @@ def fingerprint(path: str) -> tuple:
     before its variables are complete; loading waits until the folder stopped changing.
     """
     entries = []
+    if is_uri(path):
+        fs = remote_fs(path)
+        for root, _, files in fs.walk(path):
+            for name in files:
+                stat = fs.stat(join(root, name))
+                entries.append((join(root, name)[len(path) :], stat.length, stat.mtime_nsec))
+        return tuple(sorted(entries))
     for root, _, files in os.walk(path):
         for name in files:
             stat = os.stat(os.path.join(root, name))

@@ -20,3 +20,22 @@ def pytest_collection_modifyitems(items):
         for tier in ("unit", "e2e", "notebooks"):
             if f"{os.sep}{tier}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A loopback S3 API server (moto; tests/object_store.py) for this test process, its log under
+    outputs/services/; the process's S3 clients (tensorflow-io, boto3) are pointed at it."""
+    import object_store
+
+    from pipelines.config import REPO_ROOT, ObjectStoreConfig
+
+    with object_store.running(REPO_ROOT / "outputs" / "services" / "moto") as server:
+        settings = ObjectStoreConfig(endpoint=server.endpoint, region=object_store.REGION)
+        saved = dict(os.environ)
+        os.environ.update({**settings.environment(), **server.credentials_env()})
+        try:
+            yield server
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

@@ -34,7 +34,7 @@ from pipelines.kserve_manifest import (
 MANIFESTS = REPO_ROOT / "manifests" / "kserve"
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
 VALIDATOR = REPO_ROOT / "serving" / "validate_manifests.py"
-KUBEFLOW_URI = "pvc://shop-ranking-store/outputs/serving/shop-ranking"
+KUBEFLOW_URI = "s3://mlpipeline/shop-ranking/outputs/serving/shop-ranking"
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_the_monitor_finds_every_pod_s_request_log(tmp_path, settings):
         ["serving.log_requests=false"],
         ["kubeflow.pvc_name=null", "serving.storage_uri=gs://models/shop"],
         ["output_root=gs://bucket/shop", "kubeflow.pvc_name=null"],
-        ["output_root=/data/outputs", "serving.storage_uri=pvc://shop-ranking-store/models"],
+        ["monitoring.root=/data/outputs", "serving.storage_uri=pvc://shop-ranking-store/models"],
     ],
     ids=["log-requests-off", "no-pvc", "object-store", "outside-the-mount"],
 )
@@ -294,6 +294,8 @@ def test_resources_request_the_config_and_limit_twice_the_cpu():
 
 def test_the_storage_uri_is_given_or_derived_from_the_pvc_or_the_object_store():
     assert storage_uri(load_config("kubeflow")) == KUBEFLOW_URI
+    on_the_pvc = load_config("kubeflow", ["output_root=/mnt/shop/outputs"])
+    assert storage_uri(on_the_pvc) == "pvc://shop-ranking-store/outputs/serving/shop-ranking"
     given = load_config("kubeflow", ["serving.storage_uri=gs://models/shop"])
     assert storage_uri(given) == "gs://models/shop"
     bucket = load_config("kubeflow", ["output_root=gs://bucket/shop", "kubeflow.pvc_name=null"])
@@ -487,7 +489,7 @@ def test_a_model_that_is_not_blessed_leaves_versions_and_manifests_alone(tmp_pat
 def test_pusher_gets_the_settings_through_a_small_json_custom_config():
     config = load_config("kubeflow")
     custom = pusher_custom_config(config)
-    assert custom["kserve"]["manifest_dir"] == "/mnt/shop/outputs/kserve"  # on the PVC
+    assert custom["kserve"]["manifest_dir"] == "s3://mlpipeline/shop-ranking/outputs/kserve"
     assert json.loads(json.dumps(custom)) == custom
     settings = KServeSettings.from_dict(custom["kserve"]["settings"])
     assert settings == KServeSettings.from_config(config)

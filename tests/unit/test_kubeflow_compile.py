@@ -147,16 +147,44 @@ def test_span_readers_never_hit_the_kfp_cache_and_the_rest_may(compiled):
         assert task.get("cachingOptions", {}).get("enableCache", False) is expected, name
 
 
-def test_root_and_pvc_mount_reach_every_step(compiled, config):
+def test_object_store_root_settings_and_keys_reach_every_step(compiled, config):
     spec, platform = compiled
     assert spec["defaultPipelineRoot"] == config.pipeline_root
-    assert config.pipeline_root.startswith(config.kubeflow.pvc_mount_path)
+    assert config.pipeline_root.startswith("s3://mlpipeline/")
+    store = config.object_store
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(spec["deploymentSpec"]["executors"])
-    for mounts in executors.values():
-        assert mounts["pvcMount"] == [
+    for label, settings in executors.items():
+        env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][label][
+            "container"]["env"]}  # fmt: skip
+        assert env["S3_ENDPOINT"] == store.endpoint and env["S3_USE_HTTPS"] == "0", label
+        assert env["AWS_REGION"] == store.region, label
+        assert not any("SECRET" in name or "ACCESS_KEY" in name for name in env), label
+        # the keys come from KFP's own Secret, never from the spec
+        assert settings["secretAsEnv"] == [
+            {
+                "secretName": "mlpipeline-minio-artifact",
+                "keyToEnv": [
+                    {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+                    {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"},
+                ],
+            }
+        ]
+        assert settings["pvcMount"] == [
             {"constant": config.kubeflow.pvc_name, "mountPath": config.kubeflow.pvc_mount_path}
         ]
+        beam_args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
+        if "--runner=DirectRunner" in beam_args:  # Beam steps reach the same store
+            assert f"--s3_endpoint_url={store.endpoint}" in beam_args, label
+            assert "--s3_disable_ssl" in beam_args, label
+
+
+@pytest.mark.parametrize(
+    "root", ["/mnt/shop/outputs", "minio://mlpipeline/shop", "file:///tmp/x", "s3://"]
+)
+def test_a_root_kfp_or_tfx_would_refuse_fails_at_compile_naming_the_setting(root):
+    with pytest.raises(kfp_spec.PipelineRootError, match="from output_root"):
+        compile_spec(load_config("kubeflow", [f"output_root={root}"]))
 
 
 def test_compiled_package_matches_the_golden_copy(tmp_path):
@@ -199,7 +227,7 @@ def test_what_tfx_emits_for_the_local_dag_is_refused_by_checker_and_harness(tmp_
     spec["defaultPipelineRoot"] = str(tmp_path)
     kfp_spec.write_package(tmp_path / "local.yaml", spec, None)
     with pytest.raises(HarnessError, match="refusing to run"):
-        LocalKfpHarness(tmp_path / "local.yaml")
+        LocalKfpHarness(tmp_path / "local.yaml", runner=None, store=None, work_dir=tmp_path)
 
 
 def test_multi_worker_on_kubeflow_hands_training_to_a_tfjob():

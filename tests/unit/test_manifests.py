@@ -33,6 +33,7 @@ PVC_NAME = "shop-ranking-store"
 # apiVersion/kind -> the kubernetes==26.1.0 client model. A kind missing here fails the test, so a
 # new manifest cannot skip the field check.
 MODELS = {
+    ("v1", "ConfigMap"): "V1ConfigMap",
     ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
@@ -343,3 +344,34 @@ def test_the_config_the_image_uses_is_copied_into_it():
         if config.is_relative_to(image)
     ]
     assert any(path.is_file() for path in matches), f"{config} is not copied from the repo"
+
+
+def test_the_launcher_configmap_gives_the_configs_root_and_object_store(objects):
+    """What a run started from the KFP UI without a root gets, and how the launcher reaches
+    s3:// (backend/src/v2/config: defaultPipelineRoot, providers.s3.default)."""
+    from pipelines.config import load_config
+
+    config = load_config("kubeflow")
+    [launcher] = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert launcher["metadata"]["name"] == "kfp-launcher"
+    assert launcher["data"]["defaultPipelineRoot"] == config.pipeline_root
+    default = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
+    store = config.object_store
+    assert f"http://{default['endpoint']}" == store.endpoint and default["disableSSL"] is True
+    assert default["region"] == store.region
+    assert default["credentials"] == {
+        "fromEnv": False,
+        "secretRef": {
+            "secretName": store.credentials_secret,
+            "accessKeyKey": store.access_key_field,
+            "secretKeyKey": store.secret_key_field,
+        },
+    }
+
+
+def test_the_predictors_service_account_lists_their_object_store_secret(objects):
+    from pipelines.config import load_config
+
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    models = accounts[load_config("kubeflow").serving.service_account]
+    assert models["secrets"] == [{"name": "shop-ranking-s3"}]

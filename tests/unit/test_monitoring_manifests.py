@@ -148,14 +148,21 @@ def test_it_mounts_the_configs_pvc_read_write(pod, container, config):
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == name]
     assert mount["mountPath"] == config.kubeflow.pvc_mount_path
     assert not mount.get("readOnly")
-    # Everything the monitor reads and writes is on that mount.
-    for path in (
-        config.request_log_dir,
-        config.serving_dir,
-        config.outcomes_dir,
-        config.monitoring_dir,
-    ):
+    # Every local file the monitor reads and writes is on that mount; the pushed versions (their
+    # training statistics) are in the object store, with the pipeline's settings and keys.
+    for path in (config.request_log_dir, config.outcomes_dir, config.monitoring_dir):
         assert PurePosixPath(path).is_relative_to(mount["mountPath"]), path
+    assert config.serving_dir.startswith("s3://")
+    env = {e["name"]: e for e in container["env"]}
+    for name, value in config.object_store.environment().items():
+        if name in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3"):
+            continue  # boto3's; the monitor reads through tensorflow-io
+        assert env[name]["value"] == value, name
+    store = config.object_store
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": store.credentials_secret, "key": store.access_key_field}  # fmt: skip
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": store.credentials_secret, "key": store.secret_key_field}  # fmt: skip
 
 
 def test_it_submits_as_the_daily_submitter_with_the_same_kfp_token(pod, container):

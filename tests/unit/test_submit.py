@@ -61,6 +61,7 @@ deploymentSpec:
       container:
         image: busybox:1.36
         command: [echo, hello]
+defaultPipelineRoot: s3://mlpipeline/tiny
 pipelineInfo:
   name: tiny
 root:
@@ -399,6 +400,8 @@ def test_first_submit_creates_pipeline_experiment_and_run(kfp_api, package):
         "pipeline_version_id": version["pipeline_version_id"],
     }
     assert run_request.body["runtime_config"]["parameters"] == PARAMS
+    # The KFP backend never reads the spec's root: the run carries it.
+    assert run_request.body["runtime_config"]["pipeline_root"] == "s3://mlpipeline/tiny"
     assert run_request.body["experiment_id"] == experiment["experiment_id"]
     assert re.fullmatch(r"shop-ranking-\d{8}-\d{6}", run_request.body["display_name"])
 
@@ -463,6 +466,7 @@ def test_schedule_creates_a_recurring_run_instead(kfp_api, package):
     assert body["no_catchup"] is True
     assert body["mode"] == "ENABLE"
     assert body["runtime_config"]["parameters"] == {"span": 7}
+    assert body["runtime_config"]["pipeline_root"] == "s3://mlpipeline/tiny"
     assert body["pipeline_version_reference"]["pipeline_version_id"] == result.version_id
 
     [experiment_lookup] = kfp_api.find("GET", f"{API}/experiments")
@@ -513,6 +517,22 @@ def test_existing_token_is_sent_as_bearer(kfp_api, package):
         package, kfp_api.url, pipeline_name="shop-ranking", experiment="shop", existing_token="t0k"
     )
     assert {r.authorization for r in kfp_api.requests} == {"Bearer t0k"}
+
+
+@pytest.mark.parametrize(
+    ("root", "named"),
+    [("/mnt/shop/outputs/pipeline_root", "output_root"), ("minio://mlpipeline/x", "output_root")],
+)
+def test_a_root_kfp_or_tfx_would_refuse_fails_before_any_request(kfp_api, package, root, named):
+    with pytest.raises(ValueError, match=f"pipeline root '{root}' \\(from {named}\\)"):
+        submit(package, kfp_api.url, pipeline_name="p", experiment="e", pipeline_root=root)
+    assert kfp_api.requests == []
+
+
+def test_an_explicit_root_wins_over_the_packages(kfp_api, package):
+    submit(package, kfp_api.url, pipeline_name="p", experiment="e", pipeline_root="gs://b/r")
+    [run_request] = kfp_api.find("POST", f"{API}/runs")
+    assert run_request.body["runtime_config"]["pipeline_root"] == "gs://b/r"
 
 
 def test_missing_package_fails_before_any_request(kfp_api, tmp_path):
@@ -578,7 +598,9 @@ def test_parse_parameters_errors(items, match):
         parse_parameters(items)
 
 
-def test_the_monitors_kubeflow_retrain_submits_a_run_on_the_newest_span(kfp_api, package, tmp_path):
+def test_the_monitors_kubeflow_retrain_submits_a_run_on_the_newest_span(
+    kfp_api, package, tmp_path, s3_server
+):
     from monitoring.retrain import retrain_kubeflow
     from pipelines.config import load_config
 
@@ -588,12 +610,15 @@ def test_the_monitors_kubeflow_retrain_submits_a_run_on_the_newest_span(kfp_api,
     config = load_config(
         "kubeflow",
         [f"kubeflow.host={kfp_api.url}", f"kubeflow.package_path={package}",
-         f"data.root={tmp_path / 'data'}", f"output_root={tmp_path / 'out'}"],
+         f"data.root={tmp_path / 'data'}", "output_root=s3://retrain-test/outputs",
+         f"object_store.endpoint={s3_server.endpoint}"],
     )  # fmt: skip
+    s3_server.make_bucket("retrain-test")
     outcome = retrain_kubeflow(config, echo=lambda line: None)
 
     [run_request] = kfp_api.find("POST", f"{API}/runs")
     assert run_request.body["runtime_config"]["parameters"] == {"span": 3}
+    assert run_request.body["runtime_config"]["pipeline_root"] == config.pipeline_root
     assert re.fullmatch(
         r"shop-ranking-retrain-span-3-\d{8}-\d{6}", run_request.body["display_name"]
     )
