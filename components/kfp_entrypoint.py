@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from components.filesystems import exit_process, register_filesystems
 
 # The logs output the KFP driver adds (backend/src/v2/driver provisionOutputs, 2.5+), typed
 # system.Artifact: `executor-logs`, and from 2.17 `executor-logs-<retry index>`.
@@ -50,18 +51,6 @@ def artifact_uris(executor_input: dict[str, Any]) -> Iterator[str]:
             for artifact in entry.get("artifacts", []):
                 if artifact.get("uri"):
                     yield artifact["uri"]
-
-
-def register_filesystems(uris: Iterable[str]) -> list[str]:
-    """Makes TensorFlow (and so TFX's fileio) able to open the URIs' schemes; returns the schemes
-    registered. Beam's own s3:// filesystem comes with apache-beam[aws] and needs nothing here."""
-    schemes = sorted({uri.split("://", 1)[0] for uri in uris if "://" in uri})
-    registered = []
-    if "s3" in schemes:
-        import tensorflow_io  # noqa: F401 (registers s3:// with tf.io.gfile)
-
-        registered.append("s3")
-    return registered
 
 
 def _has_type(artifact_type: dict[str, Any]) -> bool:
@@ -198,14 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _exit_now(code: int) -> None:
-    """Leaves without running interpreter or C++ static destructors (see the module docstring)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     try:
         status = main()
@@ -214,4 +195,4 @@ if __name__ == "__main__":
     except BaseException:
         traceback.print_exc()
         status = 1
-    _exit_now(status)
+    exit_process(status)  # os._exit once tensorflow-io is loaded: see components/filesystems.py

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
+
+from components.filesystems import exit_process, register_filesystems
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    register_filesystems(vars(args).values())  # inputs and outputs may be on s3://
     from components.trainer import train_and_export
     from components.training import HParams
 
@@ -70,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

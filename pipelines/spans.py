@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from components.filesystems import register_filesystems
 from pipelines.config import DataConfig
 
 
@@ -25,6 +26,7 @@ def available_spans(data: DataConfig) -> list[int]:
     prefix, _, suffix = data.file_pattern.partition("{SPAN}")
     spans = []
     pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix.split("/")[0]) + "$")
+    register_filesystems([data.root])  # data.root may be s3:// (conf/kubeflow.yaml)
     if not tf.io.gfile.isdir(data.root):
         raise SpanError(
             f"data root {data.root} does not exist: generate data with `shop-sim --out {data.root}`"

@@ -546,3 +546,24 @@ def _chown_tree(folder: Path) -> None:
         for entry in dirs + files:
             os.chown(os.path.join(root, entry), 10001, 10001)
     shutil.chown(folder, 10001, 10001)
+
+
+class ImageRunner:
+    """A task's main container as its pod runs it: the image's own USER, WORKDIR and ENV, plus
+    the launcher's env; the launcher's emptyDirs (/s3, /gcs, /minio) as host folders; the host
+    network, so the only thing it reaches is the loopback object store. One container per task."""
+
+    def __init__(self, image: str, timeout_s: float = 1500):
+        self.image, self.timeout_s = image, timeout_s
+
+    def __call__(
+        self, command: list[str], *, env: dict[str, str], mounts: dict[str, Path], log_path: Path
+    ) -> int:
+        import podman
+
+        volumes = [(str(source), target) for target, source in sorted(mounts.items())]
+        done = podman.run(
+            self.image, command, env=env, user=None, workdir=None, volumes=volumes,
+            timeout=self.timeout_s, log_path=log_path,
+        )  # fmt: skip
+        return done.returncode

@@ -11,6 +11,7 @@ trial pods' image, namespace, resources and volume.
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,13 +85,19 @@ def KatibTuner(
     if tuning.backend == "local":
         from components.tuning.local_backend import run_local_search
 
-        report = run_local_search(
-            tuning,
-            training,
-            args,
-            os.path.join(tuning_report.uri, TRIAL_LOGS),
-            experiment=f"{parsed.pipeline_name} (local)",
-        )
+        trial_logs = os.path.join(tuning_report.uri, TRIAL_LOGS)
+        # Trials write their logs as local files: on an object store they are made in a local
+        # folder and copied into the report artifact once the search is over.
+        with tempfile.TemporaryDirectory(prefix="trials-") as local:
+            report = run_local_search(
+                tuning,
+                training,
+                args,
+                trial_logs if "://" not in trial_logs else local,
+                experiment=f"{parsed.pipeline_name} (local)",
+            )
+            if "://" in trial_logs:
+                _copy_tree(local, trial_logs)
     else:
         from components.tfjob import TFJobSettings
         from components.tuning.cluster_backend import katib_client, run_cluster_search
@@ -113,6 +120,17 @@ def KatibTuner(
     tuning_report.set_int_custom_property("trials", len(report.trials))
     tuning_report.set_string_custom_property("backend", report.backend)
     print(f"KatibTuner: best {report.best.name} {values['values']}", flush=True)
+
+
+def _copy_tree(local: str, uri: str) -> None:
+    from tfx.dsl.io import fileio
+
+    for folder, _, files in os.walk(local):
+        relative = os.path.relpath(folder, local)
+        target = uri if relative == "." else os.path.join(uri, relative)
+        fileio.makedirs(target)
+        for name in files:
+            fileio.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
 
 
 def _write(path: str, text: str) -> None:

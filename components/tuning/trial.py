@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from components.filesystems import exit_process, register_filesystems  # noqa: E402
 from pipelines.config import TrainingConfig  # noqa: E402
 
 OBJECTIVE, LOSS = "auc", "loss"
@@ -75,6 +75,7 @@ def latest_transform_outputs(root: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    register_filesystems(vars(args).values())  # the transformed examples may be on s3://
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -133,4 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
