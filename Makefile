@@ -30,7 +30,7 @@ KFP_LATEST_VENV := .cache/kfp-latest
 
 .PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
-	bench-serving bench-pipeline monitor scenario
+	bench-serving bench-pipeline monitor scenario container-tools base-image images
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -53,6 +53,9 @@ help:
 	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from conf/kubeflow.yaml"
 	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from conf/kubeflow.yaml"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
+	@echo "make images - build $(PIPELINE_TAG) and $(SERVING_TAG) with podman (cached layers)"
+	@echo "make base-image - the local python:3.10-slim-bookworm stand-in they build on (once)"
+	@echo "make container-tools - install podman, runc, debootstrap, catatonit if missing (root, apt-get)"
 
 # --compile-bytecode: the .pyc files are written once here. Without them every process compiles
 # TensorFlow/TFX from source (about 35 s per pipeline, test or trial process here, BENCHMARKS.md),
@@ -154,13 +157,15 @@ bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test: $(VENV)/.installed $(SERVING_VENV)/.installed
+# The e2e tier runs the compiled Kubeflow package in the built images (tests/e2e/test_kubeflow_harness.py):
+# `images` installs podman when missing and builds both (cold about 11 min, then layer-cached).
+test: $(VENV)/.installed $(SERVING_VENV)/.installed images
 	$(PYTEST)
 
 test-unit: $(VENV)/.installed
 	$(PYTEST) -m unit
 
-test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed
+test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed images
 	$(PYTEST) -m e2e
 
 test-notebooks: $(VENV)/.installed
@@ -207,3 +212,35 @@ check-kfp-latest: $(VENV)/.installed
 	test -x $(KFP_LATEST_VENV)/bin/python || $(UV) venv -p $(BASE_PYTHON) $(KFP_LATEST_VENV)
 	$(UV) pip install -p $(KFP_LATEST_VENV)/bin/python --upgrade kfp kfp-kubernetes
 	$(KFP_LATEST_VENV)/bin/python tests/kfp_latest_check.py $(GOLDEN)
+
+# Container images with podman (tests/podman.py; DESIGN.md "What runs on these machines"): rootful,
+# runc, storage and state under outputs/podman/. No registry: the python:3.10-slim-bookworm base
+# is a local stand-in (debootstrap + pyenv's CPython 3.10), made once. tests/podman.py is stdlib
+# only, so no venv is needed. Layer caching makes a rebuild redo only what changed.
+PIPELINE_TAG ?= localhost/shop-ranking:local
+SERVING_TAG ?= localhost/shop-ranking-serving:local
+PODMAN_PY := $(or $(BASE_PYTHON),python3)
+# catatonit: the init `podman run --init` starts (a Recommends of podman, so named here).
+CONTAINER_PACKAGES := podman runc debootstrap catatonit
+CATATONIT := /usr/libexec/podman/catatonit
+
+container-tools:
+	@missing=""; for tool in podman runc debootstrap; do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	test -x $(CATATONIT) || missing="$$missing catatonit"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing$$missing: apt-get install -y $(CONTAINER_PACKAGES)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); \
+	  else \
+	    echo "Missing:$$missing. Install as root: apt-get install -y $(CONTAINER_PACKAGES)" \
+	      "(podman runs rootful here)"; exit 1; \
+	  fi; \
+	fi
+	@$(PODMAN_PY) -m tests.podman check
+
+base-image: container-tools
+	$(PODMAN_PY) -m tests.podman base-image
+
+images: base-image
+	$(PODMAN_PY) -m tests.podman images --pipeline-tag $(PIPELINE_TAG) --serving-tag $(SERVING_TAG)
