@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The one image every Kubeflow Pipelines step runs. The compiled pipeline spec sets each step's
-# command (python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor ...), so the
+# command (python -m components.kfp_entrypoint ..., our wrapper of TFX's KFP v2 entrypoint), so the
 # image only has to provide Python, the locked dependencies and our packages (pipelines, components,
 # simulator) importable by package path. The recurring submitter (manifests/kfp/recurring-run.yaml)
 # runs it too, with the pipeline package compiled in at build time.
@@ -50,8 +50,8 @@ LABEL org.opencontainers.image.title="shop-ranking" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# Plain KEY=VALUE pairs on one line, no quotes, no continuation: tests/kfp_harness.py reads the ENV
-# lines to run commands with the image's environment. TF 2.16 must use tf-keras (Keras 2).
+# Plain KEY=VALUE pairs on one line, no quotes, no continuation (tests/unit/test_manifests.py reads
+# the ENV lines: the image's environment mirrors the local one). TF 2.16 must use tf-keras (Keras 2).
 ENV TF_USE_LEGACY_KERAS=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 # The locked environment (/opt/venv) comes first on PATH: python, uv, shop-pipeline, ...
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -191,7 +191,7 @@ schema: $(VENV)/.installed
 	$(PY) -m pipelines.schema_tool
 
 clean:
-	rm -rf outputs $(DATA)
+	rm -rf --one-file-system outputs $(DATA)  # outputs/podman holds the image storage too
 
 compile: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline compile $(COMPILE_ARGS)

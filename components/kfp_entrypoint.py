@@ -161,7 +161,8 @@ def adapt(executor_input: dict[str, Any], inputs_spec: dict[str, Any] | None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the step; returns the exit code (used by the tests; `python -m` exits with os._exit)."""
+    """Runs the step and returns 0; a failure raises (`python -m` turns both into the exit code,
+    with components.filesystems.exit_process)."""
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
     logging.basicConfig(level=logging.INFO)
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     adapted = adapt(executor_input, inputs_spec)
-    registered = register_filesystems(artifact_uris(adapted))
+    parameters = adapted.get("inputs", {}).get("parameterValues", {}).values()
+    # artifact URIs and parameters such as ExampleGen's input_base (data.root)
+    registered = register_filesystems([*artifact_uris(adapted), *map(str, parameters)])
     if registered:
         _log.info("object-store filesystems registered: %s", registered)
     args.json_serialized_invocation_args = json.dumps(adapted)

@@ -207,6 +207,7 @@ class HarnessRun:
     root: str  # <pipeline root>/<pipeline name>/<run id>
     store: MetadataStore
     tasks: dict[str, TaskResult] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole run
 
     def artifact(self, task: str, output: str) -> RecordedArtifact:
         return self.store.artifacts[self.tasks[task].outputs[output]]
@@ -315,6 +316,7 @@ class LocalKfpHarness:
         needs = upstream_tasks(self.spec)
         pending = set(topological_order(self.spec)) & (only or set(needs))
         running: dict[Future, str] = {}
+        started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             while pending or running:
                 ready = sorted(n for n in pending if needs[n] <= set(run.tasks))
@@ -334,6 +336,7 @@ class LocalKfpHarness:
                             other.cancel()
                         raise
                     self._say(f"{name} done in {run.tasks[name].seconds:.0f}s", run, len(needs))
+        run.seconds = time.perf_counter() - started
         return run
 
     def _say(self, text: str, run: HarnessRun, total: int) -> None:

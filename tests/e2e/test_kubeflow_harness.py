@@ -146,7 +146,8 @@ def test_the_pushed_model_matches_the_local_runners_model(
     metrics, _ = tfma_metrics(harness_run.artifact_uri("Evaluator", "evaluation"))
     print(
         f"eval AUC: compiled spec in the image on s3:// {metrics['auc']:.4f}, "
-        f"local runner {first_run.metrics['auc']:.4f}"
+        f"local runner {first_run.metrics['auc']:.4f}; the harness run took "
+        f"{harness_run.seconds:.0f} s for {len(harness_run.tasks)} tasks"
     )
     assert abs(metrics["auc"] - first_run.metrics["auc"]) < 0.01
     pushed = join(config.serving_dir, numbered_versions(config.serving_dir)[-1])

@@ -289,7 +289,7 @@ def test_the_cronjob_mounts_the_kfp_token_where_kfp_client_reads_it(objects):
 def test_the_dockerfile_environment_mirrors_the_local_one():
     env = _dockerfile_env()
     assert env.get("TF_USE_LEGACY_KERAS") == "1", env
-    # tests/kfp_harness.py reads ENV lines word by word: one line, KEY=VALUE pairs, no quotes.
+    # _dockerfile_env reads ENV lines word by word: one line, KEY=VALUE pairs, no quotes.
     for line in DOCKERFILE.read_text().splitlines():
         if line.strip().startswith("ENV "):
             assert re.fullmatch(r"ENV( [A-Za-z_][A-Za-z0-9_]*=[^\s\"'\\]+)+", line.strip()), line
