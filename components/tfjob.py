@@ -40,6 +40,8 @@ class TFJobSettings:
     poll_s: float = 15.0
     delete_when_done: bool = True
     env: dict[str, str] = field(default_factory=lambda: {"TF_USE_LEGACY_KERAS": "1"})
+    # variable -> {"name": Secret, "key": its key}: the object store's keys (config.object_store)
+    secret_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TFJobSettings:
@@ -63,7 +65,11 @@ def pod_spec(
         "image": settings.image,
         "command": list(command),
         "args": list(args),
-        "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())]
+        + [
+            {"name": k, "valueFrom": {"secretKeyRef": dict(ref)}}
+            for k, ref in sorted(settings.secret_env.items())
+        ],
         "resources": {"requests": dict(limits), "limits": dict(limits)} if limits else {},
     }
     spec: dict[str, Any] = {"containers": [container]}

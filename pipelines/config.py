@@ -636,6 +636,21 @@ class PipelineConfig(_Section):
             "accelerator_count": resources.accelerator_count,
             "pvc_name": self.kubeflow.pvc_name,
             "mount_path": self.kubeflow.pvc_mount_path,
+            **(self._object_store_pod_env() if self.uses_s3() else {}),
+        }
+
+    def _object_store_pod_env(self) -> dict[str, Any]:
+        """What a trial or worker pod needs to read and write s3:// (as every step gets it)."""
+        store = self.object_store
+        secret = store.credentials_secret
+        return {
+            "env": {"TF_USE_LEGACY_KERAS": "1", **store.environment()},
+            "secret_env": {
+                "AWS_ACCESS_KEY_ID": {"name": secret, "key": store.access_key_field},
+                "AWS_SECRET_ACCESS_KEY": {"name": secret, "key": store.secret_key_field},
+            }
+            if secret
+            else {},
         }
 
 

@@ -178,3 +178,16 @@ def test_the_pipeline_runner_may_launch_and_clean_up_tfjobs():
         if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "shop-ranking-tfjob-launcher"
     )
     assert binding["subjects"][0]["name"] == "pipeline-runner"
+
+
+def test_workers_on_an_object_store_root_get_its_settings_and_keys_from_the_secret():
+    config = load_config("kubeflow", ["distribution.strategy=multi_worker"])
+    settings = tfjob.TFJobSettings.from_mapping({**config.trainer_pod(), "workers": 2})
+    [container] = tfjob.pod_spec(settings, "tensorflow", ["python"], [])["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["S3_ENDPOINT"]["value"] == config.object_store.endpoint
+    assert env["TF_USE_LEGACY_KERAS"]["value"] == "1"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlpipeline-minio-artifact", "key": "secretkey"}  # fmt: skip
+    local = load_config("kubeflow", ["output_root=/mnt/shop/outputs", "data.root=/mnt/shop/data"])
+    assert "secret_env" not in local.trainer_pod()  # a PVC root needs no keys
