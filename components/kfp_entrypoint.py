@@ -44,9 +44,11 @@ EXECUTOR_LOGS_KEY = re.compile(r"executor-logs(-\d+)?")
 _log = logging.getLogger("shop.kfp_entrypoint")
 
 
-def artifact_uris(executor_input: dict[str, Any]) -> Iterator[str]:
-    """Every input and output artifact URI of an ExecutorInput."""
-    for side in ("inputs", "outputs"):
+def artifact_uris(
+    executor_input: dict[str, Any], sides: tuple[str, ...] = ("inputs", "outputs")
+) -> Iterator[str]:
+    """Every artifact URI of an ExecutorInput's inputs and/or outputs."""
+    for side in sides:
         for entry in executor_input.get(side, {}).get("artifacts", {}).values():
             for artifact in entry.get("artifacts", []):
                 if artifact.get("uri"):
@@ -138,15 +140,6 @@ def remove_gcs_directory_markers(uris: Iterable[str], client: Any = None) -> lis
     return removed
 
 
-def output_uris(executor_input: dict[str, Any]) -> list[str]:
-    return [
-        a["uri"]
-        for entry in executor_input.get("outputs", {}).get("artifacts", {}).values()
-        for a in entry.get("artifacts", [])
-        if a.get("uri")
-    ]
-
-
 def adapt(executor_input: dict[str, Any], inputs_spec: dict[str, Any] | None) -> dict[str, Any]:
     """The ExecutorInput as TFX's entrypoint can read it (a copy; the argument is not changed)."""
     adapted = json.loads(json.dumps(executor_input))
@@ -181,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         _log.info("object-store filesystems registered: %s", registered)
     args.json_serialized_invocation_args = json.dumps(adapted)
     kubeflow_v2_run_executor.main((args, beam_args))
-    removed = remove_gcs_directory_markers(output_uris(adapted))
+    removed = remove_gcs_directory_markers(artifact_uris(adapted, ("outputs",)))
     if removed:
         _log.info("gs:// directory markers removed from the outputs: %s", removed)
     output_file = adapted.get("outputs", {}).get("outputFile")

@@ -99,6 +99,13 @@ class ObjectStoreConfig(_Section):
             )
         return env
 
+    def key_variables(self) -> dict[str, str]:
+        """Environment variable -> the Secret's key that fills it (the S3 clients' key pair)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_field,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key_field,
+        }
+
     def beam_args(self) -> list[str]:
         """Beam's S3 filesystem options (apache-beam[aws]); keys from the environment."""
         args = [f"--s3_region_name={self.region}"]
@@ -646,8 +653,8 @@ class PipelineConfig(_Section):
         return {
             "env": {"TF_USE_LEGACY_KERAS": "1", **store.environment()},
             "secret_env": {
-                "AWS_ACCESS_KEY_ID": {"name": secret, "key": store.access_key_field},
-                "AWS_SECRET_ACCESS_KEY": {"name": secret, "key": store.secret_key_field},
+                variable: {"name": secret, "key": key}
+                for variable, key in store.key_variables().items()
             }
             if secret
             else {},

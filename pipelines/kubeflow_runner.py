@@ -60,8 +60,8 @@ def compile_spec(config: PipelineConfig) -> tuple[kfp_spec.PipelineSpec, dict | 
             secret_env = {
                 "secretName": store.credentials_secret,
                 "keyToEnv": [
-                    {"secretKey": store.access_key_field, "envVar": "AWS_ACCESS_KEY_ID"},
-                    {"secretKey": store.secret_key_field, "envVar": "AWS_SECRET_ACCESS_KEY"},
+                    {"secretKey": key, "envVar": variable}
+                    for variable, key in store.key_variables().items()
                 ],
             }
     platform = kfp_spec.kubernetes_platform_spec(
