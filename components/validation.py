@@ -2,7 +2,9 @@
 
 TFX 1.16's ExampleValidator checks statistics against the schema only (its executor never passes
 previous-span statistics to TFDV), so drift is checked here with the same curated schema's
-drift_comparator thresholds, and the gate reads both anomaly artifacts.
+drift_comparator thresholds (the label's too: a label shift is reported with both spans' rates),
+and the gate reads both anomaly artifacts. When the data's columns are not the shop's (another
+dataset's file in a span folder), the gate's first line says which are missing and which unexpected.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from tfx import types
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.features import LABEL
+
 ANOMALIES_FILE = "SchemaDiff.pb"  # the name ExampleValidator writes
 STATS_FILE = "FeatureStats.pb"  # the name StatisticsGen writes
 DRIFT_PREFIX = "COMPARATOR_"  # TFDV anomaly types of drift/skew comparators
+MISSING_COLUMN, NEW_COLUMN = "SCHEMA_MISSING_COLUMN", "SCHEMA_NEW_COLUMN"  # a whole column
 
 
 def split_names(artifact: types.Artifact) -> list[str]:
@@ -68,8 +73,29 @@ def detect_drift(
     previous: statistics_pb2.DatasetFeatureStatisticsList,
     schema: schema_pb2.Schema,
 ) -> anomalies_pb2.Anomalies:
-    """Features whose distribution moved past the schema's drift_comparator thresholds."""
-    return drift_only(tfdv.validate_statistics(current, schema, previous_statistics=previous))
+    """Features whose distribution moved past the schema's drift_comparator thresholds; a drifted
+    label's description adds its rate in both spans (a divergence alone does not say how far)."""
+    drift = drift_only(tfdv.validate_statistics(current, schema, previous_statistics=previous))
+    if LABEL in drift.anomaly_info:
+        now, before = label_rate(current), label_rate(previous)
+        if now is not None and before is not None:
+            info = drift.anomaly_info[LABEL]
+            ratio = f" ({now / before:.1f}x)" if before else ""
+            info.description = (
+                f"label rate (share of {LABEL} = 1) {now:.4f} vs {before:.4f} in the previous "
+                f"span{ratio}. {info.description}"
+            )
+    return drift
+
+
+def label_rate(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> float | None:
+    """The mean of the 0/1 label in a split's statistics (its positive rate), if it is there."""
+    for dataset in statistics.datasets[:1]:
+        for feature in dataset.features:
+            if (list(feature.path.step) or [feature.name]) == [LABEL]:
+                if feature.HasField("num_stats"):
+                    return float(feature.num_stats.mean)
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,13 +139,27 @@ class DataValidationError(RuntimeError):
     """The gate found anomalies: nothing after it runs, the pushed model stays as it was."""
 
 
+def column_mismatch(found: list[Finding]) -> tuple[list[str], list[str]]:
+    """(schema columns absent from the data, data columns absent from the schema), any split."""
+    missing = sorted({f.feature for f in found if MISSING_COLUMN in f.kinds})
+    unexpected = sorted({f.feature for f in found if NEW_COLUMN in f.kinds})
+    return missing, unexpected
+
+
 def gate_message(blocking: list[Finding], reported: list[Finding]) -> str:
     features = sorted({f.feature for f in blocking})
-    lines = [
-        f"Data validation gate: {len(blocking)} anomal{'y' if len(blocking) == 1 else 'ies'} in "
-        f"feature(s) {', '.join(features)}; the run stops before Transform and the pushed model is unchanged.",
-        *[f.line() for f in blocking],
-    ]
+    stops = "the run stops before Transform and the pushed model is unchanged."
+    anomalies = f"{len(blocking)} anomal{'y' if len(blocking) == 1 else 'ies'}"
+    missing, unexpected = column_mismatch(blocking)
+    if missing or unexpected:
+        lines = [
+            "Data validation gate: the columns do not match the shop's schema: "
+            f"missing [{', '.join(missing)}], unexpected [{', '.join(unexpected)}]; {stops}",
+            f"Per feature: {anomalies} in {len(features)} feature(s):",
+        ]
+    else:
+        lines = [f"Data validation gate: {anomalies} in feature(s) {', '.join(features)}; {stops}"]
+    lines += [f.line() for f in blocking]
     if reported:
         lines += ["Reported, not blocking:", *[f.line() for f in reported]]
     return "\n".join(lines)

@@ -5,7 +5,9 @@ Jensen-Shannon divergence for numbers), so the thresholds live in one place for 
 span check and for served traffic. Skew compares the window with the statistics of the examples
 the serving model was trained on (they travel inside the pushed version); drift compares it with
 the previous window. The measured distance of every compared feature is kept, not only the
-anomalies, so a report shows how close each feature is to its threshold.
+anomalies, so a report shows how close each feature is to its threshold. Served traffic carries
+no label, so a label shift shows as the outcome rate of settled impressions against the rate of
+the label in the serving model's training statistics.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from components.validation import DRIFT_PREFIX
+from components.validation import DRIFT_PREFIX, label_rate
 from serving.ab_report import quality
 from simulator import catalog
 
@@ -184,6 +186,31 @@ def live_quality(
         judged=len(y) >= min_labelled and positives >= min_positives,
     )
     return figures
+
+
+def outcome_rate(
+    settled: pd.DataFrame,
+    window_rows: int,
+    training_stats: statistics_pb2.DatasetFeatureStatisticsList | None,
+    min_settled: int,
+) -> dict[str, Any]:
+    """The purchase rate of the window's settled impressions against the training label rate.
+
+    `judged` says whether both rates are known, on at least `min_settled` impressions.
+    """
+    y = settled[catalog.LABEL].to_numpy(dtype=np.int64) if len(settled) else np.array([], int)
+    rate = float(y.mean()) if len(y) else None
+    training = label_rate(training_stats) if training_stats is not None else None
+    ratio = rate / training if rate is not None and training else None
+    return {
+        "settled": int(len(y)),
+        "coverage": len(y) / window_rows if window_rows else 0.0,
+        "purchases": int(y.sum()),
+        "rate": rate,
+        "training_rate": training,
+        "ratio": ratio,
+        "judged": ratio is not None and len(y) >= min_settled,
+    }
 
 
 def calibration_curve(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:

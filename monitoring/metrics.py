@@ -60,6 +60,14 @@ def registry_for(report: dict[str, Any], state: Any) -> CollectorRegistry:
     for key, doc in (("auc", "Live AUC"), ("calibration", "Mean score / purchase rate")):
         if quality.get(key) is not None:
             gauge(f"live_{key}", doc).labels(model).set(quality[key])
+    rates = report.get("outcome_rate") or {}
+    for key, name, doc in (
+        ("rate", "outcome_rate", "Purchase rate of the window's settled impressions"),
+        ("training_rate", "training_outcome_rate", "The label's rate in the training statistics"),
+        ("ratio", "outcome_rate_ratio", "Outcome rate / training rate"),
+    ):
+        if rates.get(key) is not None:
+            gauge(name, doc).labels(model).set(rates[key])
     gauge("alert", "1 when a threshold is crossed").labels(model).set(int(report["alert"]))
     gauge("retrains", "Retrains the trigger started").labels(model).set(len(state.fired))
     return registry

@@ -32,6 +32,7 @@ from monitoring.traffic import (
     log_files,
     read_outcome_feed,
     read_window,
+    settled_outcomes,
 )
 from pipelines.config import PipelineConfig
 from pipelines.schema_tool import load_schema
@@ -139,7 +140,11 @@ def check(
     quality = checks.live_quality(
         labelled, len(traffic), settings.min_labelled, settings.min_positives
     )
-    window_signals = trigger.signals(shifts, quality, predictions["shift_vs_previous"], settings)
+    settled = settled_outcomes(traffic, feed, as_of) if feed is not None else pd.DataFrame()
+    rate = checks.outcome_rate(settled, len(traffic), train_stats, settings.min_labelled)
+    window_signals = trigger.signals(
+        shifts, quality, predictions["shift_vs_previous"], settings, outcome_rate=rate
+    )
     state = trigger.TriggerState.load(directory)
     verdict, state = trigger.decide(
         state, judged=judged, window_signals=window_signals, version=version, now=window.end,
@@ -167,7 +172,10 @@ def check(
             "yet (the server writes it with serving.log_requests=true)"
         )
     if train_stats is None and version is not None:
-        notes.append(f"version {version} carries no {TRAINING_STATISTICS}: skew not checked")
+        notes.append(
+            f"version {version} carries no {TRAINING_STATISTICS}: skew and the training "
+            "outcome rate not checked"
+        )
     if previous is None:
         notes.append("no earlier judged window: drift not checked")
     if feed is None:
@@ -177,7 +185,7 @@ def check(
         version=version, versions=versions, shifts=shifts, problems=problems,
         predictions=predictions, quality=quality, verdict=verdict, retrain=outcome,
         previous=previous[0]["window"] if previous else None, outcomes_as_of=as_of,
-        notes=notes, trigger_state=state,
+        notes=notes, trigger_state=state, outcome_rate=rate,
     )  # fmt: skip
     folder = os.path.join(directory, WINDOWS_DIR, window.name)
     os.makedirs(folder, exist_ok=True)

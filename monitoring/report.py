@@ -28,7 +28,7 @@ MAX_FEATURE_PLOTS = 4
 
 def build(
     *, config, window, traffic_rows, judged, version, versions, shifts, problems, predictions,
-    quality, verdict, retrain, previous, outcomes_as_of, notes, trigger_state,
+    quality, verdict, retrain, previous, outcomes_as_of, notes, trigger_state, outcome_rate=None,
 ) -> dict[str, Any]:  # fmt: skip
     crossed = sorted({s.feature for s in shifts if s.crossed})
     return {
@@ -50,6 +50,7 @@ def build(
         "schema_problems": problems,
         "predictions": predictions,
         "quality": dict(quality),
+        "outcome_rate": dict(outcome_rate) if outcome_rate else None,
         "outcomes_as_of": outcomes_as_of,
         "signals": verdict.signals,
         "alert": verdict.alert,
@@ -63,6 +64,7 @@ def build(
                 "min_live_auc",
                 "max_calibration_error",
                 "max_prediction_shift",
+                "max_outcome_rate_ratio",
                 "min_labelled",
                 "confirm_windows",
                 "retrain_cooldown_hours",
@@ -117,6 +119,18 @@ def summary_lines(body: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("  live quality: no outcomes arrived yet")
+    r = body.get("outcome_rate")
+    if r and r["settled"]:  # silent until an attribution window has closed
+        lines.append(
+            f"  outcome rate {r['rate']:.4f} on {r['settled']} settled impressions "
+            f"({r['coverage']:.0%} of the window)"
+            + (
+                f" vs {r['training_rate']:.4f} in training ({r['ratio']:.2f}x)"
+                if r["ratio"] is not None
+                else ": no training rate to compare with"
+            )
+            + ("" if r["judged"] or r["ratio"] is None else " (too few to judge)")
+        )
     for problem in body["schema_problems"]:
         lines.append(f"  schema: {problem}")
     lines.append(f"  verdict: {body['verdict']['note']}")
@@ -249,7 +263,7 @@ def _history_figure(past: list[dict[str, Any]]) -> str | None:
     if len(past) < 2:
         return None
     times = [datetime.fromtimestamp(r["window"]["end"], timezone.utc) for r in past]
-    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True)
     axes[0].plot(times, [len(r["drifted_features"]) for r in past], marker="o")
     axes[0].set_ylabel("features crossed")
     axes[1].plot(
@@ -258,6 +272,10 @@ def _history_figure(past: list[dict[str, Any]]) -> str | None:
     axes[1].set_ylabel("live AUC")
     axes[2].plot(times, [r["predictions"]["mean"] for r in past], marker="o")
     axes[2].set_ylabel("mean score")
+    rates = [r.get("outcome_rate") or {} for r in past]
+    axes[3].plot(times, [r["ratio"] if r.get("judged") else None for r in rates], marker="o")
+    axes[3].axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    axes[3].set_ylabel("outcome / training rate")
     for r, t in zip(past, times, strict=False):
         if r.get("retrain"):
             for ax in axes:

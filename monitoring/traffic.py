@@ -3,7 +3,9 @@
 The server appends one JSON line per prediction (serving/request_log.py); in a cluster every pod
 writes its own file, so a window is read from every `<model>*.jsonl` under the log folder.
 Outcomes come from the shop's delayed feed (simulator/outcomes.py): an outcome counts only once
-it has arrived, i.e. when the prediction's time plus its delay is not after `as_of`.
+it has arrived, i.e. when the prediction's time plus its delay is not after `as_of`. Purchases
+arrive first, so the outcome *rate* is read from settled impressions only: those whose
+attribution window has closed by `as_of`, when every outcome, bought or not, is known.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from simulator import catalog
+from simulator.outcomes import ATTRIBUTION_WINDOW_S
 
 ID_COLUMN = "impression_id"
 
@@ -95,3 +98,13 @@ def arrived_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) ->
     )
     joined = joined[joined["ts"] + joined["delay_s"] <= as_of]
     return joined[["score", catalog.LABEL]].reset_index(drop=True)
+
+
+def settled_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) -> pd.DataFrame:
+    """The window's predictions whose attribution window has closed by `as_of`: purchased (0/1).
+    Unlike arrived_outcomes, not biased towards purchases (which arrive within hours)."""
+    if traffic.empty or feed.empty or "id" not in traffic:
+        return pd.DataFrame(columns=[catalog.LABEL])
+    settled = traffic[traffic["ts"] + ATTRIBUTION_WINDOW_S <= as_of]
+    joined = settled[["id"]].merge(feed, left_on="id", right_on=ID_COLUMN, how="inner")
+    return joined[[catalog.LABEL]].reset_index(drop=True)

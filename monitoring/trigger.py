@@ -2,7 +2,8 @@
 
 A window is *judged* when it holds enough predictions. Its signals are the thresholds it crosses:
 features past the schema's skew/drift comparators, live AUC or calibration past the config's
-limits, a score shift when one is set. A crossing is *confirmed* when `confirm_windows` judged
+limits, an outcome rate too many times the training rate (a label shift), a score shift when
+one is set. A crossing is *confirmed* when `confirm_windows` judged
 windows in a row have signals (one noisy window is not a crossing). A confirmed crossing fires
 once; it re-arms when a judged window is clean or a new model version serves, and a crossing
 that persists (the retrain failed or was not blessed) fires again only after
@@ -67,7 +68,7 @@ class Verdict:
 
 def signals(
     shifts: list[Any], quality: dict[str, Any] | None, prediction_shift: float | None,
-    config: MonitoringConfig,
+    config: MonitoringConfig, outcome_rate: dict[str, Any] | None = None,
 ) -> list[str]:  # fmt: skip
     """The thresholds this window crosses, each named with its value."""
     out = []
@@ -87,6 +88,14 @@ def signals(
                     f"calibration: mean score / purchase rate {quality['calibration']:.2f} "
                     f"(|ratio - 1| {error:.2f} > {config.max_calibration_error:g})"
                 )
+    limit = config.max_outcome_rate_ratio
+    if limit is not None and outcome_rate and outcome_rate.get("judged"):
+        ratio = outcome_rate["ratio"]
+        if ratio > limit or ratio < 1 / limit:
+            out.append(
+                f"outcome rate {outcome_rate['rate']:.4f} vs {outcome_rate['training_rate']:.4f} "
+                f"in training ({ratio:.2f}x, outside {1 / limit:.2g}x..{limit:g}x)"
+            )
     if (
         config.max_prediction_shift is not None
         and prediction_shift is not None

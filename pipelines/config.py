@@ -453,6 +453,13 @@ class MonitoringConfig(_Section):
         300, ge=1, description="outcomes needed before live AUC and calibration count"
     )
     min_positives: int = Field(10, ge=1, description="purchases needed for a live AUC")
+    max_outcome_rate_ratio: float | None = Field(
+        2.0,
+        gt=1,
+        description="retrain when the purchase rate of the window's settled impressions (min_labelled "
+        "of them) is more than this many times the serving model's training rate, or less than "
+        "1/this; None = reported only",
+    )
     retrain: Literal["off", "local", "kubeflow"] = Field(
         "local", description="what a crossing starts: shop-pipeline run here, or a KFP run"
     )

@@ -31,6 +31,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="span(s) to corrupt (default: the last one)",
     )
+    parser.add_argument(
+        "--label-shift",
+        type=float,
+        default=1.0,
+        help="multiply every purchase's odds by this (a prior shift; 1 = none)",
+    )
+    parser.add_argument(
+        "--label-shift-span",
+        type=int,
+        action="append",
+        help="span(s) with the label shift (default: the last one)",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             drift_from_span=args.drift_from_span,
             corrupt_fraction=args.corrupt_fraction,
             corrupt_spans=tuple(args.corrupt_span or ()),
+            label_shift=args.label_shift,
+            label_shift_spans=tuple(args.label_shift_span or ()),
         )
     except ValueError as err:
         print(f"shop-sim: {err}", file=sys.stderr)
@@ -58,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     def report(r: SpanReport) -> None:
         print(
             f"  span-{r.span}: {r.rows:,} rows, purchase rate {r.purchase_rate:.3f}, "
-            f"Bayes-optimal AUC {r.bayes_auc:.4f}, drift {r.drift:.2f}, corrupt rows {r.corrupt_rows} "
-            f"[{time.perf_counter() - started:.1f}s]",
+            f"Bayes-optimal AUC {r.bayes_auc:.4f}, drift {r.drift:.2f}, corrupt rows {r.corrupt_rows}"
+            + (f", label shift x{r.label_shift:g}" if r.label_shift != 1.0 else "")
+            + f" [{time.perf_counter() - started:.1f}s]",
             flush=True,
         )
 

@@ -29,6 +29,8 @@ class SimulationOptions:
     drift_from_span: int = 2
     corrupt_fraction: float = 0.0
     corrupt_spans: tuple[int, ...] = ()
+    label_shift: float = 1.0
+    label_shift_spans: tuple[int, ...] = ()
     users: int | None = None
     products: int | None = None
 
@@ -41,6 +43,8 @@ class SimulationOptions:
             raise ValueError(f"drift must be in [0, 1], got {self.drift}")
         if not 0.0 <= self.corrupt_fraction <= 0.5:
             raise ValueError(f"corrupt_fraction must be in [0, 0.5], got {self.corrupt_fraction}")
+        if not self.label_shift > 0.0:
+            raise ValueError(f"label_shift must be > 0, got {self.label_shift}")
 
     @property
     def n_users(self) -> int:
@@ -57,6 +61,10 @@ class SimulationOptions:
         spans = self.corrupt_spans or (self.spans,)
         return self.corrupt_fraction if span in spans else 0.0
 
+    def label_shift_for(self, span: int) -> float:
+        spans = self.label_shift_spans or (self.spans,)
+        return self.label_shift if span in spans else 1.0
+
 
 @dataclass
 class SpanReport:
@@ -69,6 +77,7 @@ class SpanReport:
     bayes_auc: float
     drift: float
     corrupt_rows: int
+    label_shift: float = 1.0
     truth: dict[str, float] = field(default_factory=dict)
 
 
@@ -114,18 +123,22 @@ def build_shop(options: SimulationOptions) -> Shop:
     )
 
 
-def truth_for(drift: float) -> TruthParams:
+def truth_for(drift: float, label_shift: float = 1.0) -> TruthParams:
     """Concept drift, a gift season: shoppers buy outside their usual categories (affinity counts
     less), chase sales and ratings, are more price-sensitive and shop less on mobile evenings.
 
     Strong enough that a model trained before the drift ranks drifted traffic clearly worse than
     one retrained on it (what the monitoring scenario shows); a milder version (price and mobile
     evenings only) left the old ground truth within 0.02 AUC of the new one.
+
+    `label_shift` is a prior shift: every impression's purchase odds times the factor (the
+    intercept moves by log(factor)), so the purchase rate moves and the ranking does not.
     """
     base = TruthParams()
     return TruthParams.from_dict(
         {
             **base.to_dict(),
+            "intercept": base.intercept + float(np.log(label_shift)),
             "affinity": base.affinity * (1.0 - 0.6 * drift),
             "on_sale": base.on_sale * (1.0 + 3.0 * drift),
             "rating": base.rating * (1.0 + 1.5 * drift),
@@ -227,7 +240,8 @@ def generate_span(
     """One span's rows (labels included) and its report; deterministic in (seed, span)."""
     shop = shop or build_shop(options)
     drift = options.drift_for(span)
-    truth = truth_for(drift)
+    label_shift = options.label_shift_for(span)
+    truth = truth_for(drift, label_shift)
     rng = np.random.default_rng([options.seed, span])
     chunks = []
     for start in range(0, options.rows_per_span, CHUNK_ROWS):
@@ -249,6 +263,7 @@ def generate_span(
         bayes_auc=auc,
         drift=drift,
         corrupt_rows=n_bad,
+        label_shift=label_shift,
         truth=truth.to_dict(),
     )
     return frame[list(catalog.COLUMNS)], report
@@ -290,7 +305,11 @@ def write_dataset(
     manifest = (
         json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"spans": {}}
     )
-    options_record = {**options.__dict__, "corrupt_spans": list(options.corrupt_spans)}
+    options_record = {
+        **options.__dict__,
+        "corrupt_spans": list(options.corrupt_spans),
+        "label_shift_spans": list(options.label_shift_spans),
+    }
     for report in reports:
         manifest["spans"][str(report.span)] = {**report.__dict__, "options": options_record}
     partial = root / f".{MANIFEST}.partial"

@@ -15,8 +15,9 @@ import tensorflow_data_validation as tfdv
 from components.pusher import TRAINING_STATISTICS
 from monitoring import checks, trigger
 from monitoring.monitor import check
+from monitoring.report import summary_lines
 from monitoring.retrain import RetrainOutcome, retrain_local
-from monitoring.traffic import Window, arrived_outcomes, read_outcome_feed
+from monitoring.traffic import Window, arrived_outcomes, read_outcome_feed, settled_outcomes
 from pipelines.config import MonitoringConfig, load_config
 from pipelines.schema_tool import load_schema
 from serving.request_log import RequestLog
@@ -140,6 +141,67 @@ def test_outcomes_arrive_late_and_live_quality_counts_only_those(shop):
     q = checks.live_quality(later, 1000, min_labelled=300, min_positives=10)
     assert q["judged"] and q["auc"] == pytest.approx(0.5) and q["coverage"] == 1.0
     assert q["calibration"] == pytest.approx(0.05 / later[catalog.LABEL].mean())
+
+
+def test_outcome_rate_counts_settled_impressions_only(shop):
+    """Purchases arrive within hours, non-purchases after the attribution window: the rate is read
+    only from impressions whose window has closed, never from the early, all-purchase arrivals."""
+    root, spans = shop
+    feed = read_outcome_feed(os.path.dirname(outcomes_path(root / "data", 1)))
+    rows = spans[2].iloc[:1000]
+    traffic = rows.rename(columns={"impression_id": "id"}).assign(ts=100.0, score=0.05)
+    training = tfdv.generate_statistics_from_dataframe(spans[1].drop(columns=["impression_id"]))
+    soon = checks.outcome_rate(settled_outcomes(traffic, feed, 100.0 + 3600), 1000, training, 300)
+    assert soon["settled"] == 0 and soon["rate"] is None and not soon["judged"]
+    assert len(arrived_outcomes(traffic, feed, 100.0 + 3600))  # some purchases are known already
+    later = checks.outcome_rate(
+        settled_outcomes(traffic, feed, 100.0 + ATTRIBUTION_WINDOW_S), 1000, training, 300
+    )
+    assert later["settled"] == 1000 and later["judged"] and later["coverage"] == 1.0
+    assert later["rate"] == pytest.approx(rows[catalog.LABEL].mean())
+    assert later["training_rate"] == pytest.approx(spans[1][catalog.LABEL].mean())
+    assert 0.5 < later["ratio"] < 2.0  # the same shop a day later: no label shift
+    assert not trigger.signals([], None, None, MonitoringConfig(), outcome_rate=later)
+
+
+@pytest.mark.parametrize(
+    "ratio, judged, limit, signal",
+    [(2.5, True, 2.0, True), (0.4, True, 2.0, True), (1.9, True, 2.0, False),
+     (0.6, True, 2.0, False), (5.0, False, 2.0, False), (5.0, True, None, False)],
+)  # fmt: skip
+def test_outcome_rate_signals_past_the_ratio_either_way(ratio, judged, limit, signal):
+    rate = {"rate": 0.07 * ratio, "training_rate": 0.07, "ratio": ratio, "judged": judged}
+    lines = trigger.signals([], None, None, MonitoringConfig(max_outcome_rate_ratio=limit), rate)
+    assert bool(lines) == signal
+    if signal:
+        assert lines[0].startswith("outcome rate ") and "in training" in lines[0]
+
+
+def test_label_shift_on_served_traffic_is_reported_against_the_training_rate(tmp_path):
+    """The served day's purchase rate is a few times the training day's (a prior shift only: the
+    features do not move): the report, the metrics and the verdict say so."""
+    options = SimulationOptions(rows_per_span=3000, spans=2, seed=3, label_shift=5.0)
+    write_dataset(options, tmp_path / "data")
+    spans = {s: pd.read_csv(tmp_path / "data" / f"span-{s}" / "impressions.csv") for s in (1, 2)}
+    config = _config(tmp_path, tmp_path, min_window_rows=1000)
+    _push_version(config, "1", spans[1])
+    part = spans[2].iloc[:WINDOW_ROWS]
+    window = _serve(config, part, "1", 3_000_000.0)
+    result = check(config, window, outcomes_as_of=window.end + ATTRIBUTION_WINDOW_S,
+                   trigger_retrain=False, echo=lambda s: None)  # fmt: skip
+    rate = result.report["outcome_rate"]
+    assert rate["settled"] == WINDOW_ROWS and rate["judged"]
+    assert rate["rate"] == pytest.approx(part[catalog.LABEL].mean())
+    assert rate["training_rate"] == pytest.approx(spans[1][catalog.LABEL].mean())
+    assert rate["ratio"] > 2.5
+    assert not result.report["drifted_features"]  # the features did not move
+    assert any(s.startswith("outcome rate ") for s in result.report["signals"])
+    assert result.exit_code == 1
+    line = next(x for x in summary_lines(result.report) if "outcome rate" in x)
+    assert f"vs {rate['training_rate']:.4f} in training ({rate['ratio']:.2f}x)" in line
+    metrics = open(os.path.join(config.monitoring_dir, "metrics.prom")).read()
+    for name in ("outcome_rate", "training_outcome_rate", "outcome_rate_ratio"):
+        assert f'shop_monitor_{name}{{model="shop-ranking"}}' in metrics
 
 
 def _decide(state, signal: bool, now: float, version="1", judged=True, **settings):

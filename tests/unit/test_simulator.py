@@ -84,6 +84,22 @@ def test_corrupt_rows_break_the_export_in_every_way():
     assert out_of_domain.any()
 
 
+def test_label_shift_moves_the_purchase_rate_and_nothing_else():
+    """A prior shift: the same rows (same seed), every purchase's odds times the factor."""
+    plain, before = generate_span(SimulationOptions(rows_per_span=5000, spans=2), 2)
+    shifted, after = generate_span(
+        SimulationOptions(rows_per_span=5000, spans=2, label_shift=5.0, label_shift_spans=(2,)), 2
+    )
+    features = [c for c in catalog.COLUMNS if c != catalog.LABEL]
+    pd.testing.assert_frame_equal(plain[features], shifted[features])
+    assert after.label_shift == 5.0 and before.label_shift == 1.0
+    assert 2.5 < after.purchase_rate / before.purchase_rate < 5.0
+    assert after.truth["intercept"] == pytest.approx(before.truth["intercept"] + np.log(5.0))
+    # only the named span shifts; by default the last one does
+    assert SimulationOptions(spans=3, label_shift=5.0).label_shift_for(3) == 5.0
+    assert SimulationOptions(spans=3, label_shift=5.0).label_shift_for(2) == 1.0
+
+
 def test_write_dataset_spans_manifest_and_single_span_append(tmp_path):
     reports = write_dataset(SimulationOptions(rows_per_span=500, spans=2), tmp_path)
     assert [r.span for r in reports] == [1, 2]
@@ -106,6 +122,7 @@ def test_write_dataset_spans_manifest_and_single_span_append(tmp_path):
         ({"rows_per_span": 5}, "rows_per_span"),
         ({"drift": 2.0}, "drift"),
         ({"corrupt_fraction": 0.9}, "corrupt_fraction"),
+        ({"label_shift": 0.0}, "label_shift"),
     ],
 )
 def test_bad_options_name_the_field(kwargs, field):

@@ -56,3 +56,28 @@ def test_drift_is_reported_and_blocks_only_when_configured(tmp_path, capsys):
     assert "drift reported, not blocking" in capsys.readouterr().out
     with pytest.raises(V.DataValidationError, match="device"):
         ValidationGate.test_call(schema_anomalies=clean, drift_anomalies=drift, block_on_drift=True)
+
+
+def test_columns_of_another_dataset_are_named_before_the_per_feature_detail(tmp_path):
+    """What TFDV reports for another dataset's CSV: each shop column dropped, each of its own new."""
+    per_split = {}
+    for split in ("train", "eval"):
+        anomalies = anomalies_pb2.Anomalies()
+        for feature, kind, text in (
+            ("price", "SCHEMA_MISSING_COLUMN", "Column is completely missing"),
+            ("device", "SCHEMA_MISSING_COLUMN", "Column is completely missing"),
+            ("fare", "SCHEMA_NEW_COLUMN", "New column (column in data but not in schema)"),
+        ):
+            anomalies.anomaly_info[feature].CopyFrom(
+                _anomalies(feature, kind, text).anomaly_info[feature]
+            )
+        per_split[split] = anomalies
+    bad = _artifact(tmp_path, "schema", per_split)
+    with pytest.raises(V.DataValidationError) as stopped:
+        ValidationGate.test_call(schema_anomalies=bad, drift_anomalies=None, block_on_drift=False)
+    first, second, *detail = str(stopped.value).splitlines()
+    assert first.startswith(
+        "Data validation gate: the columns do not match the shop's schema: "
+        "missing [device, price], unexpected [fare]; the run stops before Transform"
+    )
+    assert second == "Per feature: 6 anomalies in 3 feature(s):" and len(detail) == 6
