@@ -17,10 +17,20 @@ also copies the train split's statistics into the version folder as
 `assets.extra/training_statistics.pb`, beside the serving contract: the drift monitor compares
 served traffic with them (skew), wherever the version is served from, without ML Metadata.
 TF Serving ignores assets.extra.
+
+Data versions: each version folder gets `PUSH_RECORD.json`, the span its model was trained on
+(`training_span` below) and, for a rollback, the version and span it went back from. A blessed model trained on an older span than the newest version's is not pushed
+(the PushedModel artifact says why, in `not_pushed_reason`): it would make older data's model the
+served one without anyone asking. Only an explicit rollback pushes it: custom_config
+{"rollback_to_span": N} (pusher.rollback_to_span, `shop-pipeline rollback --to-span N`) lets a model
+trained on span N through, and the record and the artifact (`rolled_back_from_span`) keep it. A
+newest version without a record (pushed before records existed) sets no order; the idempotent
+path writes the record of the version it finds serving.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -42,6 +52,17 @@ STATISTICS_KEY = "statistics"
 TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside each version folder
 TRAIN_SPLIT = "train"
 STATS_FILE = "FeatureStats.pb"  # the name StatisticsGen writes
+PUSH_RECORD = (
+    "PUSH_RECORD.json"  # inside each version folder: {"span": ..., "rolled_back_from": ...}
+)
+ROLLBACK_TO_SPAN_KEY = "rollback_to_span"  # custom_config: the span of an explicit rollback
+TRAINING_SPAN_KEY = "training_span"  # custom_config: the span the run trains on, when known
+# Custom properties this executor adds to the PushedModel artifact (pipelines/summary.py reads them).
+TRAINED_ON_SPAN_KEY = "trained_on_span"
+SERVING_SPAN_KEY = "serving_span"  # the span of the newest version before this push
+SERVING_VERSION_KEY = "serving_version"
+ROLLED_BACK_FROM_SPAN_KEY = "rolled_back_from_span"
+NOT_PUSHED_REASON_KEY = "not_pushed_reason"
 
 
 def newest_version(base_directory: str) -> str | None:
@@ -50,6 +71,39 @@ def newest_version(base_directory: str) -> str | None:
         return None
     versions = [v.rstrip("/") for v in fileio.listdir(base_directory) if v.rstrip("/").isdigit()]
     return max(versions, key=int) if versions else None
+
+
+def read_push_record(version_dir: str) -> dict[str, Any] | None:
+    """A version folder's PUSH_RECORD.json, or None (pushed before records existed)."""
+    path = os.path.join(version_dir, PUSH_RECORD)
+    if not fileio.exists(path):
+        return None
+    return json.loads(io_utils.read_string_file(path))
+
+
+def write_push_record(version_dir: str, span: int | None, rolled_back_from: dict | None) -> None:
+    record = {"span": span, "rolled_back_from": rolled_back_from}
+    io_utils.write_string_file(
+        os.path.join(version_dir, PUSH_RECORD), json.dumps(record, sort_keys=True)
+    )
+
+
+def training_span(
+    input_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]
+) -> int | None:
+    """The span of the examples the model was trained on, or None when unknown.
+
+    The local pipeline knows it when it is built (custom_config["training_span"]): LocalDagRunner
+    hands executors their input artifacts without ExampleGen's span (StatisticsGen then records
+    span 0). On Kubeflow the span is resolved inside the ExampleGen step and travels in the
+    artifacts' metadata: StatisticsGen copies it onto the statistics (the `statistics` input)."""
+    configured = _custom_config(exec_properties).get(TRAINING_SPAN_KEY)
+    if configured is not None:
+        return int(configured)
+    statistics = input_dict.get(STATISTICS_KEY)
+    if statistics and statistics[0].has_property("span") and int(statistics[0].span) > 0:
+        return int(statistics[0].span)  # span 0: not set (data spans start at 1)
+    return None
 
 
 class IdempotentPusherExecutor(pusher_executor.Executor):
@@ -69,6 +123,14 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
             output_dict[standard_component_specs.PUSHED_MODEL_KEY]
         )
         previous = newest_version(base)
+        span = training_span(input_dict, exec_properties)
+        record = read_push_record(os.path.join(base, previous)) if previous else None
+        serving_span = record.get("span") if record else None
+        if span is not None:
+            model_push.set_int_custom_property(TRAINED_ON_SPAN_KEY, span)
+        if serving_span is not None:
+            model_push.set_int_custom_property(SERVING_SPAN_KEY, serving_span)
+            model_push.set_string_custom_property(SERVING_VERSION_KEY, previous)
         source = os.path.join(base, previous, SOURCE_FILE) if previous else None
         if self.CheckBlessing(input_dict) and source and fileio.exists(source):
             if io_utils.read_string_file(source).strip() == model.uri:
@@ -80,12 +142,27 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
                 if statistics and not fileio.exists(os.path.join(serving, TRAINING_STATISTICS)):
                     # a version pushed before the statistics travelled with the model
                     copy_training_statistics(statistics[0], serving)
+                if record is None and span is not None:  # pushed before records existed
+                    write_push_record(serving, span, None)
                 self._MarkPushed(
                     model_push,
                     pushed_destination=os.path.join(base, previous),
                     pushed_version=previous,
                 )
                 return
+        older = span is not None and serving_span is not None and span < serving_span
+        rollback_to = _custom_config(exec_properties).get(ROLLBACK_TO_SPAN_KEY)
+        if older and rollback_to != span:
+            if self.CheckBlessing(input_dict):  # a blessed model: say why it stays unpushed
+                reason = (
+                    f"trained on span {span}, older than span {serving_span} of the serving "
+                    f"version {previous}; to serve it anyway: "
+                    f"shop-pipeline rollback --to-span {span}"
+                )
+                logging.warning("Not pushing %s: %s", model.uri, reason)
+                model_push.set_string_custom_property(NOT_PUSHED_REASON_KEY, reason)
+            self._MarkNotPushed(model_push)
+            return
         super().Do(input_dict, output_dict, exec_properties)
         if not model_push.get_int_custom_property(PUSHED_KEY):
             return  # not blessed: no version folder, no provenance, no manifest
@@ -93,6 +170,17 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
         statistics = input_dict.get(STATISTICS_KEY)
         if statistics:
             copy_training_statistics(statistics[0], os.path.join(base, version))
+        rolled_back_from = {"version": previous, "span": serving_span} if older else None
+        if older:
+            logging.warning(
+                "Rolled back: version %s (span %s) replaces version %s (span %s) as the newest",
+                version,
+                span,
+                previous,
+                serving_span,
+            )
+            model_push.set_int_custom_property(ROLLED_BACK_FROM_SPAN_KEY, serving_span)
+        write_push_record(os.path.join(base, version), span, rolled_back_from)
         io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
         kserve = _custom_config(exec_properties).get("kserve")
         if kserve:

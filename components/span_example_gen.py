@@ -28,6 +28,7 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
 from components import arrow_csv
+from components.span_folders import span_entries, span_problem
 
 SPAN_KEY = "span"
 SPAN_OFFSET_KEY = "span_offset"
@@ -41,14 +42,21 @@ def resolve_span(input_base: str, input_config_json: str, span: int, span_offset
     """Returns span, version, fingerprint and the input config with its patterns filled in."""
     input_config = example_gen_pb2.Input()
     proto_utils.json_to_proto(input_config_json, input_config)
-    if span <= 0:  # newest span present under input_base
-        newest, _ = input_processor.FileBasedInputProcessor(
-            input_base, input_config.splits, None
-        ).resolve_span_and_version()
-        span = newest
+    patterns = [split.pattern for split in input_config.splits]
+    checked = None
+    if span <= 0:  # the newest span folder under input_base, complete or not
+        newest = max(
+            (s for pattern in patterns for s in span_entries(input_base, pattern)), default=None
+        )
+        if newest is None:
+            raise SpanError(f"no span matching {patterns} under {input_base}")
+        _refuse_incomplete(input_base, patterns, newest, "the newest span folder")
+        span = checked = newest
     target = span - span_offset
     if target < 0:
         raise SpanError(f"span {span} minus offset {span_offset} is below 0 under {input_base}")
+    if target != checked:
+        _refuse_incomplete(input_base, patterns, target, f"span {target}")
     range_config = range_config_pb2.RangeConfig(
         static_range=range_config_pb2.StaticRange(start_span_number=target, end_span_number=target)
     )
@@ -71,6 +79,21 @@ def resolve_span(input_base: str, input_config_json: str, span: int, span_offset
         utils.FINGERPRINT_PROPERTY_NAME: fingerprint,
         standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
     }
+
+
+def _refuse_incomplete(input_base: str, patterns: list[str], span: int, what: str) -> None:
+    """An empty or partial span folder is an error naming it (components/span_folders.py), not
+    a reason to read the span before it: that older model could be pushed over a newer one."""
+    for pattern in patterns:
+        problem = span_problem(input_base, pattern, span)
+        if problem:
+            folder = "/".join([input_base.rstrip("/"), pattern.split("/")[0]])
+            raise SpanError(
+                f"{what} {folder.replace('{SPAN}', str(span))} {problem}: the step stops rather "
+                "than read an older span. Finish writing it or remove it. Training on an older span "
+                "is the run parameter `span`; serving its model over a newer one takes a package "
+                "compiled with --set pusher.rollback_to_span=N (docs/data-versions.md)"
+            )
 
 
 class _ResolvesSpan:

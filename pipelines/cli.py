@@ -31,6 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the whole pipeline locally (LocalDagRunner)")
     add_config_args(run)
     run.add_argument("--verbose", action="store_true", help="show TFX's full log")
+    rollback = commands.add_parser(
+        "rollback",
+        help="an explicit rollback: run on an older span and push its model as the newest "
+        "version, over one trained on newer data (docs/data-versions.md)",
+    )
+    add_config_args(rollback)
+    rollback.add_argument(
+        "--to-span",
+        type=int,
+        required=True,
+        metavar="N",
+        help="the span to go back to (sets data.span and pusher.rollback_to_span)",
+    )
+    rollback.add_argument("--verbose", action="store_true", help="show TFX's full log")
     score = commands.add_parser(
         "score",
         help="batch inference: score a span's CSVs with a pushed model (Beam, beam.runner)",
@@ -92,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     submit.add_argument("--version-name", help="pipeline version name (default: name-timestamp)")
     args = parser.parse_args(argv)
+    if args.command == "rollback":
+        span = args.to_span
+        args.overrides = [*args.overrides, f"data.span={span}", f"pusher.rollback_to_span={span}"]
 
     try:
         config = load_config(args.config, args.overrides)
@@ -122,8 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.summary import render, summarize
 
     started = time.perf_counter()
+    rollback = config.pusher.rollback_to_span
     print(
-        f"shop-pipeline: running {config.name} locally; outputs under {config.output_root}/",
+        f"shop-pipeline: running {config.name} locally; outputs under {config.output_root}/"
+        + (
+            f"\n  rollback to span {rollback}: its model becomes the newest version if blessed "
+            "(absolute thresholds only)"
+            if rollback is not None
+            else ""
+        ),
         flush=True,
     )
     try:
@@ -139,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     _write(config.summary_path, summary.to_json())
     print(render(summary, seconds), flush=True)
     print(f"summary written to {config.summary_path}")
+    if args.command == "rollback" and not summary.pushed:
+        print(f"shop-pipeline: rollback to span {rollback} pushed nothing", file=sys.stderr)
+        return 1  # the explicit action did not happen
     return 0  # a model the Evaluator did not bless is a result too: the summary says so
 
 

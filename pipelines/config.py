@@ -365,6 +365,23 @@ class EvaluationConfig(_Section):
     slice_features: list[str] = Field(default_factory=lambda: ["device"])
 
 
+class PusherConfig(_Section):
+    """Which blessed models the Pusher may make the newest serving version (components/pusher.py).
+
+    Each pushed version records the span its model was trained on; a model trained on an older
+    span than the serving version's is not pushed, unless this run is an explicit rollback to it.
+    """
+
+    rollback_to_span: int | None = Field(
+        None,
+        ge=1,
+        description="an explicit rollback: train on this span (data.span must equal it) and push "
+        "its model as the newest version over one trained on newer data; the Evaluator then "
+        "checks the absolute thresholds only (`shop-pipeline rollback --to-span N` sets both). "
+        "None = never push a model trained on an older span than the serving version's",
+    )
+
+
 class ServingConfig(_Section):
     """The model server (serving/), its KServe InferenceService and the local A/B split."""
 
@@ -570,6 +587,7 @@ class PipelineConfig(_Section):
     tuning: TuningConfig = TuningConfig()
     distribution: DistributionConfig = DistributionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    pusher: PusherConfig = PusherConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
@@ -578,6 +596,17 @@ class PipelineConfig(_Section):
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", self.name):
             raise ValueError(f"name {self.name!r}: use lowercase letters, digits and '-'")
+        return self
+
+    @model_validator(mode="after")
+    def _rollback_trains_on_its_span(self) -> PipelineConfig:
+        rollback = self.pusher.rollback_to_span
+        if rollback is not None and self.data.span != rollback:
+            raise ValueError(
+                f"pusher.rollback_to_span={rollback} pushes a model trained on span {rollback}: "
+                f"set data.span={rollback} too (data.span is {self.data.span}); "
+                f"`shop-pipeline rollback --to-span {rollback}` sets both"
+            )
         return self
 
     # Paths derived from output_root, so one setting moves a whole run. Joined as strings: a
@@ -715,6 +744,9 @@ def load_config(
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            if e["loc"]
+            # a check across sections (PipelineConfig's validators): its message names the fields
+            else e["msg"].removeprefix("Value error, ")
             for e in err.errors()
         )
         raise ConfigError(f"{path}: {problems}") from err

@@ -16,7 +16,7 @@ from tfx.proto import range_config_pb2
 
 from components import arrow_csv
 from components.packaged_schema import PackagedImportSchemaGen
-from components.pusher import IdempotentPusher
+from components.pusher import ROLLBACK_TO_SPAN_KEY, TRAINING_SPAN_KEY, IdempotentPusher
 from components.span_example_gen import SpanCsvExampleGen
 from components.tuning.component import KatibTuner, TunerSettings
 from components.validation_components import DriftValidator, ValidationGate
@@ -275,7 +275,10 @@ def create_pipeline(
     )
 
     evaluator_inputs = {}
-    if config.evaluation.compare_with_blessed_baseline and not kubeflow:
+    # A rollback goes back on the newer model by decision: the absolute thresholds still bless it,
+    # the comparison with that newer (latest blessed) model does not apply.
+    rollback = config.pusher.rollback_to_span
+    if config.evaluation.compare_with_blessed_baseline and not kubeflow and rollback is None:
         baseline_model = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -298,7 +301,8 @@ def create_pipeline(
                 base_directory=_absolute(config.serving_dir)
             )
         ),
-        custom_config=pusher_custom_config(config),  # its KServe InferenceServices
+        # its KServe InferenceServices; the span trained on (locally known now) and a rollback
+        custom_config=_pusher_config(config, None if kubeflow else spans.current),
         statistics=statistics_gen.outputs["statistics"],  # the monitor's skew baseline
     ).with_id("Pusher")
     components += [gate, transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
@@ -320,6 +324,18 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args(),
     )
+
+
+def _pusher_config(config: PipelineConfig, span: int | None) -> dict | None:
+    """IdempotentPusher's custom_config: the KServe manifests' settings, the span the model is
+    trained on (local runs; on Kubeflow the Pusher reads it from the statistics' metadata) and
+    the span of an explicit rollback. Only what applies, so the compiled package stays as is."""
+    custom = pusher_custom_config(config) or {}
+    if span is not None:
+        custom[TRAINING_SPAN_KEY] = span
+    if config.pusher.rollback_to_span is not None:
+        custom[ROLLBACK_TO_SPAN_KEY] = config.pusher.rollback_to_span
+    return custom or None
 
 
 def _stats_options(config: PipelineConfig) -> tfdv.StatsOptions | None:

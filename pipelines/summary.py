@@ -45,6 +45,10 @@ class RunSummary:
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
+    trained_on_span: int | None = None  # the span of the model the Pusher was handed
+    serving_span: int | None = None  # the span of the newest pushed version before this run
+    rolled_back_from_span: int | None = None  # set when this run pushed an explicit rollback
+    not_pushed_reason: str | None = None  # a blessed model the Pusher refused, and why
     model_uri: str | None = None
     examples_uri: str | None = None
     pipeline_root: str | None = None
@@ -149,6 +153,10 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
         pushed = pusher.outputs["pushed_model"][-1]
         summary.pushed = bool(custom_property(pushed, "pushed"))
         summary.pushed_destination = custom_property(pushed, "pushed_destination")
+        for name in ("trained_on_span", "serving_span", "rolled_back_from_span"):
+            value = custom_property(pushed, name)
+            setattr(summary, name, int(value) if value is not None else None)
+        summary.not_pushed_reason = custom_property(pushed, "not_pushed_reason")
     if summary.examples_uri and summary.span is not None and summary.metrics:
         rows = read_eval_rows(summary.examples_uri)
         summary.eval_rows = int(len(rows[catalog.LABEL]))
@@ -205,8 +213,19 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
         lines.extend(render_tuning(summary.tuning))
     if summary.blessed is not None:
         lines.append(f"  blessed: {'yes' if summary.blessed else 'NO (thresholds not met)'}")
-    if summary.pushed:
+    if summary.pushed and summary.rolled_back_from_span is not None:
+        lines.append(
+            f"  rolled back to span {summary.trained_on_span} (newest pushed was span "
+            f"{summary.rolled_back_from_span}): pushed model: {summary.pushed_destination}"
+        )
+    elif summary.pushed:
         lines.append(f"  pushed model: {summary.pushed_destination}")
+    elif summary.pushed is False and summary.not_pushed_reason:
+        lines.append(
+            f"  not pushed: trained on span {summary.trained_on_span}, older than pushed span "
+            f"{summary.serving_span}; the serving folder keeps its model. To serve this one "
+            f"anyway: shop-pipeline rollback --to-span {summary.trained_on_span}"
+        )
     elif summary.pushed is False:
         lines.append("  not pushed: the serving folder keeps its previous model")
     lines.append(f"  artifacts: {summary.pipeline_root}  |  ML Metadata: {summary.metadata_path}")

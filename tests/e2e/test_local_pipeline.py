@@ -1,20 +1,27 @@
 """The whole local pipeline on small generated data, in the order a shop lives through it:
 a first run pushes a model; a rerun hits the cache; a drifted day stops the run when drift blocks;
+an emptied newest day stops the run and only an explicit rollback serves an older span's model;
 a corrupt day stops at the gate and the pushed model stays. (A drifted day that trains and pushes
-by default: tests/e2e/test_monitoring_scenario.py.) Tests run in file order and share runs.
+by default: tests/e2e/test_monitoring_scenario.py.) Tests run in file order and share runs; the
+last two (a label shift, another dataset's file) use data roots of their own and stop at the gate.
 """
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
-from e2e_data import ROWS, SEED, config_for, score_raw_span, serving_versions
+from e2e_data import ROWS, SEED, SMALL_RUN, config_for, score_raw_span, serving_versions
 from sklearn.metrics import roc_auc_score
 
+from components import pusher as P
 from components import validation as V
 from pipelines.cli import main as pipeline_cli
 from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
+from pipelines.summary import render
+from simulator import catalog
 from simulator.generate import SimulationOptions, write_dataset
 
 # One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
@@ -75,6 +82,64 @@ def test_drift_blocks_when_configured(first_run, workspace, capsys):
     assert serving_versions(config) == before
 
 
+def test_an_emptied_newest_span_stops_and_only_an_explicit_rollback_serves_an_older_one(
+    first_run, workspace, capsys
+):
+    """Issue 18's silent rollback: a model trained on span 3 serves, then span-3/ is emptied.
+    The run stops naming the folder (it used to train on span 2 from the cache and push it); a
+    run on span 2 that the Evaluator blesses is not pushed; `shop-pipeline rollback --to-span 2`
+    pushes it, and the summary says so. In an output root of its own (first_run's ML Metadata
+    copied, so span 2's stages come from the cache): the session's serving folder stays as is."""
+    root = workspace / "rollback"
+    root.mkdir()
+    shutil.copy(first_run.metadata_path, root / "metadata.sqlite")
+    data = workspace / "data"
+    overrides = [f"data.root={data}", f"output_root={root}", *SMALL_RUN]
+    lenient = "evaluation.max_auc_drop=1.0"  # whichever span's model, the Evaluator blesses it
+    config = config_for(workspace, f"output_root={root}", lenient)
+    newer = run_local(config)[0]  # the newest span: the drifted span 3 (drift reported only)
+    assert (newer.span, newer.pushed, newer.trained_on_span) == (3, True, 3), newer
+    served = serving_versions(config)
+    [span_3_version] = served
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = pipeline_cli([*argv, *(a for o in overrides for a in ("--set", o))])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    aside = root / "span-3-impressions.csv"
+    shutil.move(data / "span-3" / "impressions.csv", aside)  # span-3/ is there, and empty
+    try:
+        code, _, err = cli("run", "--set", lenient)
+        assert code == 2, err
+        assert f"the newest span folder {data}/span-3 has no file matching" in err, err
+        assert serving_versions(config) == served
+
+        older = run_local(config_for(workspace, f"output_root={root}", lenient, "data.span=2"))[0]
+        assert older.model_uri == first_run.model_uri and older.blessed, older
+        assert (older.pushed, older.trained_on_span, older.serving_span) == (False, 2, 3), older
+        assert "not pushed: trained on span 2, older than pushed span 3" in render(older)
+        assert serving_versions(config) == served
+
+        code, out, err = cli("rollback", "--to-span", "2")
+        assert code == 0, out + err
+        assert "rolled back to span 2 (newest pushed was span 3)" in out, out
+    finally:
+        shutil.move(aside, data / "span-3" / "impressions.csv")
+    summary = json.loads((root / "run_summary.json").read_text())
+    assert (summary["trained_on_span"], summary["rolled_back_from_span"]) == (2, 3), summary
+    *kept, rolled_back = serving_versions(config)
+    assert kept == served
+    version_dir = os.path.join(config.serving_dir, rolled_back)
+    with open(os.path.join(version_dir, P.PUSH_RECORD)) as handle:
+        assert json.load(handle) == {
+            "span": 2,
+            "rolled_back_from": {"version": span_3_version, "span": 3},
+        }
+    with open(os.path.join(version_dir, P.SOURCE_FILE)) as handle:
+        assert handle.read() == first_run.model_uri  # span 2's model, from the cache
+
+
 def test_corrupt_span_stops_at_the_gate_and_keeps_the_pushed_model(workspace, capsys):
     write_dataset(
         SimulationOptions(
@@ -117,3 +182,51 @@ def test_corrupt_span_stops_at_the_gate_and_keeps_the_pushed_model(workspace, ca
     nodes = latest_run(open_store(config.metadata_path), config.name)
     assert nodes["ValidationGate"].state == "FAILED"
     assert "Transform" not in nodes and "Pusher" not in nodes
+
+
+def test_a_label_shifted_span_is_reported_as_label_drift(tmp_path):
+    """Span 2 buys ~4x as often as span 1 (the simulator's prior shift; no feature moves): the
+    DriftValidator names the label with both rates (here drift blocks, so the run stops there)."""
+    write_dataset(
+        SimulationOptions(rows_per_span=ROWS, spans=2, seed=SEED, label_shift=5.0),
+        tmp_path / "data",
+    )
+    config = config_for(tmp_path, "validation.block_on_drift=true")
+    with pytest.raises(V.DataValidationError) as stopped:
+        run_local(config)
+    message = str(stopped.value)
+    assert message.splitlines()[0].startswith(
+        f"Data validation gate: 2 anomalies in feature(s) {catalog.LABEL};"
+    ), message
+    assert (
+        f"[train] {catalog.LABEL} (drift: COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH): " in message
+    )
+    assert "label rate (share of purchased = 1) 0.2" in message, message
+
+
+def test_another_datasets_file_names_the_columns_first(tmp_path, capsys):
+    """TFX's own Chicago taxi CSV (shipped in the tfx wheel) put in a span folder after a shop
+    span: the gate's first line names the shop's missing columns and the file's unexpected ones."""
+    import tfx
+
+    write_dataset(SimulationOptions(rows_per_span=ROWS, spans=1, seed=SEED), tmp_path / "data")
+    taxi = os.path.join(
+        os.path.dirname(tfx.__file__), "examples", "chicago_taxi_pipeline", "data", "simple"
+    )
+    (tmp_path / "data" / "span-2").mkdir()
+    shutil.copy(os.path.join(taxi, "data.csv"), tmp_path / "data" / "span-2" / "data.csv")
+    with open(tmp_path / "data" / "span-2" / "data.csv") as handle:
+        taxi_columns = sorted(handle.readline().strip().split(","))
+    config = config_for(tmp_path)
+    exit_code = pipeline_cli(
+        ["run", "--set", f"data.root={config.data.root}", "--set", f"output_root={config.output_root}"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert exit_code == 1
+    stopped = next(line for line in out.splitlines() if "STOPPED: " in line)
+    assert stopped.split("STOPPED: ", 1)[1] == (
+        "Data validation gate: the columns do not match the shop's schema: "
+        f"missing [{', '.join(sorted(catalog.COLUMNS))}], unexpected [{', '.join(taxi_columns)}]; "
+        "the run stops before Transform and the pushed model is unchanged."
+    ), out
+    assert "Per feature: 70 anomalies in 35 feature(s):" in out, out
