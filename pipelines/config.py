@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -391,6 +392,19 @@ class ServingConfig(_Section):
     max_instances: int = Field(
         1000, ge=1, description="the most instances one request may carry (413 above it)"
     )
+    max_string_length: int = Field(
+        256,
+        ge=1,
+        description="characters a string feature without a domain (user_id, product_id) may "
+        "have (400 above it); a feature with a domain is bounded by its longest value",
+    )
+    max_concurrency: int = Field(
+        16,
+        ge=1,
+        description="predictions one server admits at once; one more is answered 503 with "
+        "Retry-After at once, so the admitted keep their latency (>= scale_target)",
+    )
+    retry_after_s: int = Field(1, ge=0, description="the Retry-After header of a 503")
     batch_max_size: int = Field(
         64, ge=1, description="instances of concurrent requests merged into one call; 1 = off"
     )
@@ -435,9 +449,39 @@ class ServingConfig(_Section):
     def _replicas_in_order(self) -> ServingConfig:
         if self.max_replicas < self.min_replicas:
             raise ValueError("max_replicas must be >= min_replicas")
+        if self.scale_metric == "concurrency" and self.max_concurrency < self.scale_target:
+            raise ValueError(
+                f"max_concurrency {self.max_concurrency} is below scale_target "
+                f"{self.scale_target}: a replica would shed requests before KServe scales out"
+            )
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.model_name):
             raise ValueError(f"model_name {self.model_name!r}: a DNS-1123 label (lowercase, '-')")
         return self
+
+
+# The model server's flags that come from the serving section, in one list: `shop-serve start`,
+# the tests and the InferenceService manifests all pass them (serving/server.py parses them).
+SERVER_FLAG_FIELDS = (
+    "max_instances",
+    "max_string_length",
+    "max_concurrency",
+    "retry_after_s",
+    "batch_max_size",
+    "batch_timeout_ms",
+    "reload_interval_s",
+)
+
+
+def number_text(value: float) -> str:
+    """1.0 -> "1", 0.5 -> "0.5": flag values and Kubernetes quantities alike."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def server_flags(values: Mapping[str, Any]) -> list[str]:
+    """`--max-instances=1000`, ... for the SERVER_FLAG_FIELDS in `values`."""
+    return [
+        f"--{name.replace('_', '-')}={number_text(values[name])}" for name in SERVER_FLAG_FIELDS
+    ]
 
 
 class MonitoringConfig(_Section):

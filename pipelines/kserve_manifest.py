@@ -28,7 +28,14 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import ConfigError, PipelineConfig
+from pipelines.config import (
+    SERVER_FLAG_FIELDS,
+    ConfigError,
+    PipelineConfig,
+    ServingConfig,
+    number_text,
+    server_flags,
+)
 
 API_VERSION, KIND = "serving.kserve.io/v1beta1", "InferenceService"
 PREDICTORS = ("custom", "tensorflow")
@@ -83,6 +90,10 @@ class KServeSettings:
     batch_timeout_ms: float
     reload_interval_s: float
     part_of: str
+    # serving/http_guard.py's limits; config's defaults, so a custom_config written before loads
+    max_string_length: int = ServingConfig.model_fields["max_string_length"].default
+    max_concurrency: int = ServingConfig.model_fields["max_concurrency"].default
+    retry_after_s: int = ServingConfig.model_fields["retry_after_s"].default
     # The request log (serving.log_requests): request_log_dir is the config's request_log_dir,
     # set only where the pod sees it: on the PVC (pvc_name) mounted at pvc_mount_path. Defaults,
     # so a custom_config written before these fields still loads (from_dict).
@@ -109,11 +120,8 @@ class KServeSettings:
                     "scale_target",
                     "cpu",
                     "memory_gb",
-                    "max_instances",
-                    "batch_max_size",
-                    "batch_timeout_ms",
-                    "reload_interval_s",
                     "service_account",
+                    *SERVER_FLAG_FIELDS,
                 }
             ),
             storage_uri=storage_uri(config),
@@ -228,16 +236,11 @@ def name_of(settings: KServeSettings, predictor: str) -> str:
     return settings.model_name + (TF_SERVING_SUFFIX if predictor == "tensorflow" else "")
 
 
-def _number(value: float) -> str:
-    """1.0 -> "1", 0.5 -> "0.5": Kubernetes quantities and flag values alike."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
 def _resources(settings: KServeSettings) -> dict[str, dict[str, str]]:
-    memory = f"{_number(settings.memory_gb)}G"
+    memory = f"{number_text(settings.memory_gb)}G"
     return {
-        "requests": {"cpu": _number(settings.cpu), "memory": memory},
-        "limits": {"cpu": _number(2 * settings.cpu), "memory": memory},
+        "requests": {"cpu": number_text(settings.cpu), "memory": memory},
+        "limits": {"cpu": number_text(2 * settings.cpu), "memory": memory},
     }
 
 
@@ -295,10 +298,7 @@ def inference_service(
             f"--model-name={settings.model_name}",
             f"--http-port={HTTP_PORT}",
             # the server's flags mirror config's serving section (serving/server.py)
-            f"--max-instances={settings.max_instances}",
-            f"--batch-max-size={settings.batch_max_size}",
-            f"--batch-timeout-ms={_number(settings.batch_timeout_ms)}",
-            f"--reload-interval-s={_number(settings.reload_interval_s)}",
+            *server_flags(asdict(settings)),
         ]
         if model_version is not None:
             args.append(f"--model-version={model_version}")

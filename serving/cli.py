@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from pipelines.cli import add_config_args
-from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
+from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config, server_flags
 
 SERVING_PYTHON_ENV = "SHOP_SERVING_PYTHON"
 
@@ -45,12 +45,9 @@ def server_command(
         "--model-dir", os.path.abspath(model_dir or config.serving_dir),
         "--model-name", s.model_name,
         "--http-port", str(port),
-        "--max-instances", str(s.max_instances),
-        "--batch-max-size", str(s.batch_max_size),
-        "--batch-timeout-ms", str(s.batch_timeout_ms),
-        "--reload-interval-s", str(s.reload_interval_s),
         "--ab-candidate-percent", str(s.ab_candidate_percent),
         "--ab-key", s.ab_key,
+        *server_flags(s.model_dump()),
     ]  # fmt: skip
     if log:
         cmd += ["--request-log", os.path.abspath(log) if log != "-" else log]

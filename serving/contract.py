@@ -17,6 +17,11 @@ CONTRACT_PATH = os.path.join("assets.extra", "serving_contract.json")
 # V2 (Open Inference Protocol) datatypes each contract type accepts.
 V2_DATATYPES = {"string": ("BYTES",), "int": ("INT64", "INT32"), "float": ("FP32", "FP64")}
 V2_DATATYPE_OUT = {"string": "BYTES", "int": "INT64", "float": "FP32"}
+# The model computes in float32 and int64 (serving/model_store.py): a JSON number outside these
+# ranges would become inf (and the score NaN) or fail in TensorFlow, so it is the client's error.
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_RANGE = (-(2**63), 2**63 - 1)
+SHOWN_CHARS = 40  # values quoted in an error message are cut to this many characters
 
 
 class RequestError(ValueError):
@@ -33,6 +38,7 @@ class Contract:
     signature: str
     output: str
     max_instances: int = 1000
+    max_string_length: int = 256  # for string features without a domain (ids, free text)
     id_field: str | None = "impression_id"  # passed through to the log, never to the model
 
     @classmethod
@@ -46,6 +52,16 @@ class Contract:
             )
         raw = json.loads(versions.read_text(path))
         return cls(raw["features"], raw["signature"], raw["output"], **settings)
+
+    def max_length(self, name: str) -> int:
+        """Characters a value of string feature `name` may have: its own `max_length` in the
+        contract, else its domain's longest value, else the server's max_string_length."""
+        spec = self.features[name]
+        if "max_length" in spec:
+            return int(spec["max_length"])
+        if spec.get("values"):
+            return max(len(v) for v in spec["values"])
+        return self.max_string_length
 
     def _check_size(self, n: int) -> None:
         if n == 0:
@@ -67,7 +83,12 @@ class Contract:
                 raise RequestError(f"{where}: expected a string, got {type(value).__name__}")
             if "values" in spec and value not in spec["values"]:
                 shown = ", ".join(spec["values"][:8]) + (", ..." if len(spec["values"]) > 8 else "")
-                raise RequestError(f"{where}: {value!r} is not in the domain ({shown})")
+                raise RequestError(f"{where}: {_shown(value)} is not in the domain ({shown})")
+            limit = self.max_length(name)
+            if len(value) > limit:
+                raise RequestError(
+                    f"{where}: {len(value)} characters; the limit is {limit} ({_shown(value)})"
+                )
             return value
         # JSON has no int/float distinction for 3 vs 3.0; bool is never a number here.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -76,10 +97,20 @@ class Contract:
             if isinstance(value, float) and not value.is_integer():
                 raise RequestError(f"{where}: expected int, got {value!r}")
             value = int(value)
+            low, high = INT64_RANGE
+            if not low <= value <= high:
+                raise RequestError(f"{where}: {_shown(value)} is outside int64's range")
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a JSON integer beyond float64
+                raise RequestError(f"{where}: {_shown(value)} is outside float32's range") from None
             if not math.isfinite(value):
                 raise RequestError(f"{where}: {value!r} is not a finite number")
+            if abs(value) > FLOAT32_MAX:
+                raise RequestError(
+                    f"{where}: {value!r} is outside float32's range (±{FLOAT32_MAX:.7g})"
+                )
         if "min" in spec and value < spec["min"]:
             raise RequestError(f"{where}: {value!r} is below the domain's minimum {spec['min']}")
         if "max" in spec and value > spec["max"]:
@@ -110,8 +141,21 @@ class Contract:
             for name in self.features:
                 columns[name].append(self._value(name, instance.get(name), row))
             if ids is not None:
-                ids.append(instance.get(self.id_field))
+                ids.append(self._id(instance.get(self.id_field), row))
         return columns, ids
+
+    def _id(self, value: Any, row: int) -> str | None:
+        """The pass-through id: a string (or absent), as long as any other string may be."""
+        where = f"field {self.id_field!r} (instance {row})"
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise RequestError(f"{where}: expected a string, got {type(value).__name__}")
+        if len(value) > self.max_string_length:
+            raise RequestError(
+                f"{where}: {len(value)} characters; the limit is {self.max_string_length}"
+            )
+        return value
 
     def _check_names_row(self, instance: dict, row: int) -> None:
         try:
@@ -137,7 +181,9 @@ class Contract:
             name: [self._value(name, v, row) for row, v in enumerate(inputs[name])]
             for name in self.features
         }
-        ids = list(inputs[self.id_field]) if self.id_field and self.id_field in inputs else None
+        ids = None
+        if self.id_field and self.id_field in inputs:
+            ids = [self._id(v, row) for row, v in enumerate(inputs[self.id_field])]
         return columns, ids
 
     def input_metadata(self) -> list[dict[str, Any]]:
@@ -146,3 +192,9 @@ class Contract:
             {"name": name, "datatype": V2_DATATYPE_OUT[spec["type"]], "shape": [-1]}
             for name, spec in sorted(self.features.items())
         ]
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short: a 1 MB id is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from serving import metrics
@@ -42,12 +43,19 @@ class RequestTooLarge(BadRequest):
     """More instances than serving.max_instances: answered with 413, not 400."""
 
 
+class NonFiniteScores(InferenceError):
+    """The model returned NaN or inf: a 500, never a 200 with nulls (kserve logs the reason)."""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     model_dir: str
     model_name: str
     pinned_version: str | None = None
     max_instances: int = 1000
+    max_string_length: int = 256
+    max_concurrency: int = 16
+    retry_after_s: int = 1
     batch_max_size: int = 64
     batch_timeout_ms: float = 0.0
     reload_interval_s: float = 2.0
@@ -72,6 +80,8 @@ class _Scoring:
     request_id: str
     started: float
     columnar: bool = False
+    binary_outputs: bool = False  # V2: the client asked for binary tensor data back
+    requested_outputs: list | None = None  # V2: the outputs asked for (ours has one)
 
 
 class RankingModel(Model):
@@ -109,7 +119,10 @@ class RankingModel(Model):
 
     def _make_live(self, version: str) -> _Live:
         loaded = load_version(
-            self.settings.model_dir, version, max_instances=self.settings.max_instances
+            self.settings.model_dir,
+            version,
+            max_instances=self.settings.max_instances,
+            max_string_length=self.settings.max_string_length,
         )
         batcher = MicroBatcher(
             loaded.score,
@@ -179,6 +192,7 @@ class RankingModel(Model):
         request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
         columnar = False
+        v2_answer: dict[str, Any] = {}
         try:
             contract = self._contract()
             if isinstance(payload, (bytes, str)):  # a body without a JSON content-type (curl -d)
@@ -186,6 +200,7 @@ class RankingModel(Model):
             if protocol == "v2":
                 columns, ids = contract.from_columns(_v2_columns(payload, contract))
                 request_id = payload.id or request_id
+                v2_answer = _v2_answer_format(payload, contract)
             elif not isinstance(payload, dict):
                 raise RequestError("the body must be a JSON object with 'instances' or 'inputs'")
             elif "instances" in payload:
@@ -199,7 +214,7 @@ class RankingModel(Model):
             outcome = "too_large" if err.status == 413 else "invalid"
             metrics.REQUESTS.labels(self.name, protocol, outcome).inc()
             raise (RequestTooLarge if err.status == 413 else BadRequest)(str(err)) from None
-        return _Scoring(protocol, columns, ids, request_id, started, columnar)
+        return _Scoring(protocol, columns, ids, request_id, started, columnar, **v2_answer)
 
     def validate(self, payload: Any) -> Any:
         return payload  # preprocess already did, against the contract
@@ -231,9 +246,10 @@ class RankingModel(Model):
             for name, idx in self._route(payload.columns):
                 part = {k: [v[i] for i in idx] for k, v in payload.columns.items()}
                 got = await live[name].batcher.submit(part, len(idx))
+                version = live[name].version.version
+                _check_finite(got, idx, version, payload.request_id)
                 for i, s in zip(idx, got, strict=True):
                     scores[i] = s
-                version = live[name].version.version
                 versions.append(version)
                 variants.append(name)
                 metrics.INSTANCES.labels(self.name, version, name).inc(len(idx))
@@ -249,6 +265,9 @@ class RankingModel(Model):
                 )
         except InvalidInput:
             metrics.REQUESTS.labels(self.name, payload.protocol, "invalid").inc()
+            raise
+        except NonFiniteScores:
+            metrics.REQUESTS.labels(self.name, payload.protocol, "non_finite").inc()
             raise
         except Exception:
             metrics.REQUESTS.labels(self.name, payload.protocol, "error").inc()
@@ -268,9 +287,30 @@ class RankingModel(Model):
                 model_name=self.name,
                 model_version=",".join(versions),
                 infer_outputs=[InferOutput(output, [n], "FP32", scores)],
+                use_binary_outputs=payload.binary_outputs,
+                requested_outputs=payload.requested_outputs,
             )
         # TF Serving's answer shapes: rows -> "predictions", columns -> "outputs".
         return {"outputs" if payload.columnar else "predictions": scores}
+
+
+def _check_finite(scores: list[float], idx: list[int], version: str, request_id: str) -> None:
+    bad = [i for i, s in zip(idx, scores, strict=True) if not math.isfinite(s)]
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise NonFiniteScores(
+            f"version {version} returned a non-finite score for instance(s) {shown} of request "
+            f"{request_id}; nothing was answered or logged for it"
+        )
+
+
+def _v2_answer_format(request: InferRequest, contract) -> dict[str, Any]:
+    """How the client wants the answer: binary or JSON data, and which outputs (only ours)."""
+    asked = request.request_outputs or []
+    unknown = sorted({o.name for o in asked} - {contract.output})
+    if unknown:
+        raise RequestError(f"output(s) {unknown} requested; the model has {[contract.output]}")
+    return {"binary_outputs": bool(request.use_binary_outputs), "requested_outputs": asked or None}
 
 
 def _json_body(body: bytes | str) -> Any:

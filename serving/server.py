@@ -5,6 +5,8 @@ Serves, on one HTTP port (kserve 0.15 ModelServer):
   V2 (Open Inference)   GET /v2/health/live|ready      GET /v2/models/<name>[/ready]
                         POST /v2/models/<name>/infer
   Prometheus            GET /metrics
+In front of them serving/http_guard.py answers 405 to a GET on a prediction path, reads a V2 body
+without the binary header as JSON, and sheds predictions past --max-concurrency with a 503.
 It loads the newest numbered version under --model-dir (or --model-version), loads newer pushes in
 the background, and with --ab-candidate-percent splits users between the two newest versions.
 The flags mirror config's `serving` section; `shop-pipeline serve` passes them from config.
@@ -23,6 +25,7 @@ from fastapi.responses import ORJSONResponse  # noqa: E402
 from kserve import ModelServer  # noqa: E402
 from kserve import model_server as kserve_model_server  # noqa: E402
 
+from serving.http_guard import HttpGuard  # noqa: E402
 from serving.predictor import (  # noqa: E402
     BadRequest,
     RankingModel,
@@ -42,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=0, help="V2 gRPC port; 0 = off")
     p.add_argument("--max-instances", type=int, default=1000)
+    p.add_argument(
+        "--max-string-length", type=int, default=256, help="for strings without a domain"
+    )
+    p.add_argument(
+        "--max-concurrency", type=int, default=16, help="predictions in flight; 503 above"
+    )
+    p.add_argument("--retry-after-s", type=int, default=1, help="Retry-After of a 503")
     p.add_argument("--batch-max-size", type=int, default=64, help="1 = no batching")
     p.add_argument("--batch-timeout-ms", type=float, default=0.0, help="extra wait for a batch")
     p.add_argument("--reload-interval-s", type=float, default=2.0)
@@ -54,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.
         model_name=args.model_name,
         pinned_version=args.model_version,
         max_instances=args.max_instances,
+        max_string_length=args.max_string_length,
+        max_concurrency=args.max_concurrency,
+        retry_after_s=args.retry_after_s,
         batch_max_size=args.batch_max_size,
         batch_timeout_ms=args.batch_timeout_ms,
         reload_interval_s=args.reload_interval_s,
@@ -79,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     model = RankingModel(settings)
     model.load()  # fails here, before the port opens, when there is no model to serve
     kserve_model_server.app.add_exception_handler(BadRequest, _rejected)
+    kserve_model_server.app.add_middleware(
+        HttpGuard,
+        model_name=settings.model_name,
+        max_concurrency=settings.max_concurrency,
+        retry_after_s=settings.retry_after_s,
+    )
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port or 8081,

@@ -28,6 +28,12 @@ def test_bad_values_name_the_field(override, named):
         load_config("local", [override])
 
 
+def test_a_server_limit_below_the_autoscaling_target_is_refused():
+    with pytest.raises(ConfigError, match="max_concurrency 4 is below scale_target 8"):
+        load_config("local", ["serving.max_concurrency=4"])
+    assert load_config("local", ["serving.max_concurrency=8"]).serving.max_concurrency == 8
+
+
 def test_missing_file_and_malformed_override_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config("no-such-env")

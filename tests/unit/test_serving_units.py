@@ -53,12 +53,40 @@ def test_valid_rows_and_columns_become_typed_columns():
         ({"device": 3}, "field 'device' (instance 0): expected a string, got int", 400),
         ({"user_id": None}, "field 'user_id' (instance 0): missing value", 400),
         ({"colour": "red"}, "instance 0: unknown field(s) ['colour']", 400),
+        ({"price": 1e308}, "field 'price' (instance 0): 1e+308 is outside float32's range", 400),
+        ({"price": 10**400}, "field 'price' (instance 0): 1000000000", 400),
+        ({"hour": 2**64}, "field 'hour' (instance 0): 18446744073709551616 is outside int64", 400),
+        (
+            {"user_id": "u" * 257},
+            "field 'user_id' (instance 0): 257 characters; the limit is 256",
+            400,
+        ),
+        ({"device": "m" * 10**6}, "is not in the domain", 400),
+        ({"impression_id": 7}, "field 'impression_id' (instance 0): expected a string", 400),
+        ({"impression_id": "i" * 300}, "'impression_id' (instance 0): 300 characters", 400),
     ],
 )
 def test_each_bad_value_names_its_field(change, needle, status):
     with pytest.raises(RequestError) as err:
         CONTRACT.from_instances([{**ROW, **change}])
     assert needle in str(err.value) and err.value.status == status
+
+
+def test_string_limits_come_from_the_domain_the_contract_or_the_server_setting():
+    contract = Contract(
+        features={**CONTRACT.features, "product_id": {"type": "string", "required": True,
+                                                       "max_length": 8}},
+        signature="serving_raw", output="p", max_string_length=5,
+    )  # fmt: skip
+    assert [contract.max_length(n) for n in ("user_id", "device", "product_id")] == [5, 7, 8]
+    row = {**ROW, "product_id": "p1"}
+    assert contract.from_instances([{**row, "user_id": "u" * 5}])[0]["user_id"] == ["uuuuu"]
+    for field, value in (("user_id", "u" * 6), ("product_id", "p" * 9)):
+        with pytest.raises(RequestError, match=f"field '{field}'.*characters; the limit is"):
+            contract.from_instances([{**row, field: value}])
+    with pytest.raises(RequestError) as err:  # a huge value is never echoed back whole
+        contract.from_instances([{**row, "device": "x" * 10**6}])
+    assert len(str(err.value)) < 200
 
 
 def test_shape_errors_of_whole_requests():
@@ -192,11 +220,13 @@ def test_server_command_comes_from_config(tmp_path, monkeypatch):
     config = load_config("local", [f"output_root={tmp_path}", "serving.ab_candidate_percent=20",
                                    "serving.batch_timeout_ms=0"])  # fmt: skip
     cmd = server_command(config, 8123, model_version="7")
-    flags = dict(zip(cmd[3::2], cmd[4::2], strict=False))
+    words = [w for arg in cmd[3:] for w in arg.split("=", 1)]  # --flag value and --flag=value
+    flags = dict(zip(words[::2], words[1::2], strict=True))
     assert cmd[:3] == [str(fake), "-m", "serving.server"]
     assert flags["--model-dir"] == str(tmp_path / "serving" / "shop-ranking")
     assert flags["--request-log"] == str(tmp_path / "serving_logs" / "shop-ranking.jsonl")
-    assert (flags["--ab-candidate-percent"], flags["--batch-timeout-ms"]) == ("20", "0.0")
+    assert (flags["--ab-candidate-percent"], flags["--batch-timeout-ms"]) == ("20", "0")
+    assert (flags["--max-string-length"], flags["--max-concurrency"]) == ("256", "16")
     assert (flags["--http-port"], flags["--model-version"]) == ("8123", "7")
     monkeypatch.setenv("SHOP_SERVING_PYTHON", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="make serving-env"):
