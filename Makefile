@@ -150,7 +150,7 @@ bench-pipeline: $(VENV)/.installed
 	$(PY) -m benchmarks.pipeline_scaling --json outputs/benchmarks/pipeline_scaling.json $(BENCH_PIPELINE_ARGS)
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
-	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 \
+	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 --overload 64 256 \
 	  --json outputs/benchmarks/serving_latency.json
 
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).

@@ -1,6 +1,7 @@
 """Serving latency and throughput over loopback HTTP, next to the in-process model call (the floor).
 
-    .venv/bin/python -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64
+    .venv/bin/python -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 \
+        --overload 64 256
 
 Starts the model server (serving environment) on the newest pushed model once per batching mode,
 all three at once: off (serving.batch_max_size=1: one model call per request), greedy (requests
@@ -11,6 +12,13 @@ machine's drift hits all modes alike. Prints p50/p99 latency and requests/s per 
 each mode's throughput relative to "off", and the in-process SavedModel call (same rows, one
 instance per call) as the floor no server can beat. The load generator shares the machine's cores
 with the servers, so the absolute figures are pessimistic; the ratios are what to compare.
+
+The batching modes run without an admission limit, so they show what an unbounded queue does.
+Then, at each --overload level, the greedy server without a limit and the one with config's
+serving.max_concurrency take the same load side by side: p50/p99 of the admitted (200) requests,
+the share shed with a 503 and the p99 of those 503s; "limited" with clients that wait the
+Retry-After they are told, "limited-impatient" with clients that send their next request at once
+(a retry storm: the worst case for the server).
 """
 
 from __future__ import annotations
@@ -33,14 +41,11 @@ def _say(text: str) -> None:
     print(f"[serving] {text}", flush=True)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
 def in_process_floor(model_dir: str, contract, rows: list[dict], calls: int) -> dict[str, float]:
     """One-instance calls of the serving signature in this process: p50/p99 in ms."""
     import tensorflow as tf
+
+    from serving.loadgen import percentile
 
     fn = tf.saved_model.load(model_dir).signatures[contract.signature]
     dtypes = {"string": tf.string, "int": tf.int64, "float": tf.float32}
@@ -57,35 +62,47 @@ def in_process_floor(model_dir: str, contract, rows: list[dict], calls: int) -> 
         call(rows[i % len(rows)])
         latencies.append(time.perf_counter() - start)
     return {
-        "p50_ms": _percentile(latencies, 50) * 1000,
-        "p99_ms": _percentile(latencies, 99) * 1000,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "calls_per_s": len(latencies) / sum(latencies),
     }
 
 
+UNBOUNDED = "serving.max_concurrency=1000000"  # no admission limit: every request queues
+GREEDY = ["serving.batch_max_size=64", "serving.batch_timeout_ms=0"]
 MODES = {
-    "off": ["serving.batch_max_size=1"],
-    "greedy": ["serving.batch_max_size=64", "serving.batch_timeout_ms=0"],
-    "wait-2ms": ["serving.batch_max_size=64", "serving.batch_timeout_ms=2"],
+    "off": ["serving.batch_max_size=1", UNBOUNDED],
+    "greedy": [*GREEDY, UNBOUNDED],
+    "wait-2ms": ["serving.batch_max_size=64", "serving.batch_timeout_ms=2", UNBOUNDED],
 }
+# The same load without a limit and with config's serving.max_concurrency; the shed clients either
+# wait the Retry-After they were told (polite) or send their next request at once (impatient).
+ADMISSION = {"unbounded": [*GREEDY, UNBOUNDED], "limited": GREEDY, "limited-impatient": GREEDY}
+PATIENT = {"limited"}
 
 
 def measure_servers(
-    config, model_dir: str, rows, levels: list[int], requests: int, rounds: int
+    config,
+    model_dir: str,
+    rows,
+    levels: list[int],
+    requests: int,
+    rounds: int,
+    modes: dict[str, list[str]] = MODES,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """All modes' servers run at once (idle ones cost nothing); at each level the load goes to
     one mode after the other, `rounds` times, so a slow minute of the machine hits every mode
-    alike. Figures pool each mode's rounds."""
+    alike. Figures pool each mode's rounds; latencies are those of the 200s."""
     from pipelines.config import load_config
-    from serving.loadgen import run_load
+    from serving.loadgen import percentile, run_load
     from serving.process import running_server
 
     bodies = [{"instances": [r]} for r in rows]
     per_round = max(1, requests // rounds)
-    figures: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in MODES}
+    figures: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in modes}
     with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
         urls = {}
-        for mode, overrides in MODES.items():
+        for mode, overrides in modes.items():
             settings = load_config("local", [f"output_root={config.output_root}", *overrides])
             url = stack.enter_context(
                 running_server(settings, model_dir, Path(work) / f"{mode}.log",
@@ -93,39 +110,69 @@ def measure_servers(
             )  # fmt: skip
             urls[mode] = f"{url}/v1/models/{settings.serving.model_name}:predict"
         for level in levels:
-            pooled = {mode: ([], 0.0) for mode in MODES}
-            for mode in MODES:  # warm-up
+            pooled: dict[str, list] = {mode: [] for mode in modes}
+            for mode in modes:  # warm-up
                 asyncio.run(run_load(urls[mode], bodies, min(100, per_round), level))
             for _ in range(rounds):
-                for mode in MODES:
-                    result = asyncio.run(run_load(urls[mode], bodies, per_round, level))
-                    failed = sum(1 for s in result.statuses if s != 200)
+                for mode in modes:
+                    result = asyncio.run(
+                        run_load(urls[mode], bodies, per_round, level,
+                                 wait_retry_after=mode in PATIENT)
+                    )  # fmt: skip
+                    failed = sum(1 for s in result.statuses if s not in (200, 503))
                     if failed:
                         raise RuntimeError(f"{mode}: {failed} failed requests {result.errors[:3]}")
-                    latencies, wall = pooled[mode]
-                    pooled[mode] = (latencies + result.latencies_s, wall + result.wall_s)
-            for mode, (latencies, wall) in pooled.items():
+                    pooled[mode].append(result)
+            for mode, results in pooled.items():
+                wall = sum(r.wall_s for r in results)
+                ok = [t for r in results for t in r.latencies_of(200)]
+                shed = [t for r in results for t in r.latencies_of(503)]
                 figures[mode][level] = {
-                    "p50_ms": _percentile(latencies, 50) * 1000,
-                    "p99_ms": _percentile(latencies, 99) * 1000,
-                    "requests_per_s": len(latencies) / wall,
+                    "p50_ms": percentile(ok, 50) * 1000,
+                    "p99_ms": percentile(ok, 99) * 1000,
+                    "requests_per_s": len(ok) / wall,  # answered with scores (goodput)
+                    "shed_share": len(shed) / (len(ok) + len(shed)),
+                    "shed_p99_ms": percentile(shed, 99) * 1000,
                 }
                 f = figures[mode][level]
                 _say(
-                    f"batching {mode:<8} concurrency {level:>3}: p50 {f['p50_ms']:.1f} ms, "
+                    f"{mode:<9} concurrency {level:>3}: p50 {f['p50_ms']:.1f} ms, "
                     f"p99 {f['p99_ms']:.1f} ms, {f['requests_per_s']:.0f} requests/s"
+                    + (f", {f['shed_share']:.0%} shed" if shed else "")
                 )
     return figures
 
 
-def plot(figures: dict, floor: dict[str, float], levels: list[int], path: str) -> None:
-    """p50/p99 latency and requests/s against concurrency, one line per batching mode."""
+def plot(
+    figures: dict,
+    floor: dict[str, float],
+    levels: list[int],
+    path: str,
+    admission: dict | None = None,
+    overload: list[int] | None = None,
+) -> None:
+    """p50/p99 latency and requests/s against concurrency, one line per batching mode; with
+    admission figures a third panel: admitted p99 without and with the limit, and the shed share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = 3 if admission else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    latency, throughput = axes[0], axes[1]
+    if admission and overload:
+        shed_axis = axes[2].twinx()
+        for mode, marker in (("unbounded", "o"), ("limited", "s"), ("limited-impatient", "^")):
+            axes[2].plot(overload, [admission[mode][n]["p99_ms"] for n in overload],
+                         marker=marker, label=f"{mode}: p99 of 200s")  # fmt: skip
+        shed_axis.plot(overload, [100 * admission["limited"][n]["shed_share"] for n in overload],
+                       color="grey", linestyle=":", marker="x", label="limited: % shed")  # fmt: skip
+        axes[2].set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="ms",
+                    title="overload: admission limit vs none")  # fmt: skip
+        shed_axis.set(ylabel="% answered 503", ylim=(0, 100))
+        axes[2].legend(fontsize=7, loc="upper left")
+        shed_axis.legend(fontsize=7, loc="lower right")
     for mode, by_level in figures.items():
         p50 = [by_level[level]["p50_ms"] for level in levels]
         p99 = [by_level[level]["p99_ms"] for level in levels]
@@ -154,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span-dir", help="rows to send (default: the newest span of data.root)")
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--overload",
+        type=int,
+        nargs="*",
+        default=[64, 256],
+        help="levels where the server without a limit and with serving.max_concurrency compete",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level")
     parser.add_argument("--floor-calls", type=int, default=2000)
     parser.add_argument("--json", help="also write the figures here")
@@ -208,8 +262,27 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{level:>11} | " + " | ".join(cells) + " | "
               + " ".join(f"{ratios[m][level]:>8.2f}" for m in ratios))  # fmt: skip
+    admission = {}
+    if args.overload:
+        limit = config.serving.max_concurrency
+        admission = measure_servers(
+            config, model_base, rows, args.overload, args.requests, args.rounds, ADMISSION
+        )
+        print(f"\noverload, greedy batching: no limit vs serving.max_concurrency={limit} "
+              "(p50 / p99 of the 200s, 200s per s, share answered 503, p99 of the 503s; "
+              "p99 ratio = limited / no limit)")  # fmt: skip
+        print(f"{'concurrency':>11} | " + " | ".join(f"{m:^40}" for m in ADMISSION)
+              + " | p99 ratio")  # fmt: skip
+        for level in args.overload:
+            cells = []
+            for mode in ADMISSION:
+                f = admission[mode][level]
+                cells.append(f"{f['p50_ms']:>6.0f} / {f['p99_ms']:>5.0f} ms {f['requests_per_s']:>4.0f}/s "
+                             f"{f['shed_share']:>4.0%} {f['shed_p99_ms']:>5.0f} ms")  # fmt: skip
+            ratio = admission["limited"][level]["p99_ms"] / admission["unbounded"][level]["p99_ms"]
+            print(f"{level:>11} | " + " | ".join(cells) + f" | {ratio:>9.2f}")
     if args.plot:
-        plot(figures, floor, args.concurrency, args.plot)
+        plot(figures, floor, args.concurrency, args.plot, admission, args.overload)
         _say(f"plot: {args.plot}")
     if args.json:
         Path(args.json).write_text(
@@ -222,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                     "modes": {m: " ".join(o) for m, o in MODES.items()},
                     "figures": figures,
                     "throughput_vs_off": ratios,
+                    "max_concurrency": config.serving.max_concurrency,
+                    "admission": admission,
                 },
                 indent=2,
             )

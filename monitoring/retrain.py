@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import PipelineConfig
-from pipelines.spans import available_spans
+from pipelines.spans import SpanError, available_spans, select_spans
 from serving.versions import numbered_versions
 
 # What `shop-pipeline run` prints for people (stage progress, the gate, the summary); TF's and
@@ -45,8 +45,12 @@ class RetrainOutcome:
 
 
 def newest_span(config: PipelineConfig) -> int | None:
-    spans = available_spans(config.data)
-    return spans[-1] if spans else None
+    """The span a retrain trains on: the newest folder, which must be complete (an empty or
+    partial one is a SpanError naming it, never a silent retrain on the span before); None when
+    there is no span at all."""
+    if not available_spans(config.data):
+        return None
+    return select_spans(config.data.model_copy(update={"span": None})).current
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -140,12 +144,18 @@ def retrain(
 ) -> RetrainOutcome:
     """monitoring.retrain's kind; a submission the KFP API refuses is a failed retrain (recorded
     in the report and the trigger's state), not a crashed check."""
-    if config.monitoring.retrain == "kubeflow":
-        from pipelines.submit import SubmitError
+    try:
+        if config.monitoring.retrain == "kubeflow":
+            from pipelines.submit import SubmitError
 
-        try:
-            return retrain_kubeflow(config, echo)
-        except (SubmitError, ValueError, OSError) as err:
-            versions = numbered_versions(config.serving_dir)
-            return RetrainOutcome("failed", newest_span(config), str(err), versions, versions)
-    return retrain_local(config, log_dir, echo)
+            try:
+                return retrain_kubeflow(config, echo)
+            except (SubmitError, ValueError, OSError) as err:
+                if isinstance(err, SpanError):
+                    raise
+                versions = numbered_versions(config.serving_dir)
+                return RetrainOutcome("failed", newest_span(config), str(err), versions, versions)
+        return retrain_local(config, log_dir, echo)
+    except SpanError as err:  # the newest span is incomplete: nothing runs, nothing is pushed
+        versions = numbered_versions(config.serving_dir)
+        return RetrainOutcome("failed", None, str(err), versions, versions)

@@ -236,7 +236,8 @@ def test_latency_benchmark_smoke(served, workspace, tmp_path):
     subprocess.run(
         [sys.executable, "-m", "benchmarks.serving_latency", "--config", "local",
          "--model-dir", str(served.models), "--span-dir", str(workspace / "data" / "span-2"),
-         "--requests", "30", "--rounds", "2", "--concurrency", "1", "4", "--floor-calls", "30", "--json", str(out),
+         "--requests", "30", "--rounds", "2", "--concurrency", "1", "4", "--overload", "24",
+         "--floor-calls", "30", "--json", str(out),
          "--plot", str(tmp_path / "latency.png")],
         check=True,
         cwd=REPO_ROOT,
@@ -246,4 +247,7 @@ def test_latency_benchmark_smoke(served, workspace, tmp_path):
     assert all(set(levels) == {"1", "4"} for levels in result["figures"].values())
     assert result["in_process_floor"]["p50_ms"] > 0
     assert set(result["throughput_vs_off"]) == {"greedy", "wait-2ms"}
+    assert set(result["admission"]) == {"unbounded", "limited"}
+    assert 0 <= result["admission"]["limited"]["24"]["shed_share"] < 1
+    assert result["admission"]["unbounded"]["24"]["shed_share"] == 0
     assert (tmp_path / "latency.png").stat().st_size > 10_000

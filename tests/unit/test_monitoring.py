@@ -16,7 +16,7 @@ from components.pusher import TRAINING_STATISTICS
 from monitoring import checks, trigger
 from monitoring.monitor import check
 from monitoring.report import summary_lines
-from monitoring.retrain import RetrainOutcome, retrain_local
+from monitoring.retrain import RetrainOutcome, retrain, retrain_local
 from monitoring.traffic import Window, arrived_outcomes, read_outcome_feed, settled_outcomes
 from pipelines.config import MonitoringConfig, load_config
 from pipelines.schema_tool import load_schema
@@ -339,6 +339,23 @@ def test_a_retrain_that_fails_leaves_the_serving_versions_as_they_were(shop, tmp
     assert os.path.exists(outcome.log_path) and any(
         line.startswith("pipeline run:") for line in lines
     )
+
+
+def test_a_retrain_with_an_empty_newest_span_fails_naming_it_and_runs_nothing(tmp_path):
+    """Issue 18: the monitor's retrain used to pick the newest span that had files, i.e. the span
+    before an emptied newest one; now the retrain fails with the folder's name, for both kinds."""
+    data = tmp_path / "data"
+    for span in (1, 2):
+        (data / f"span-{span}").mkdir(parents=True)
+        (data / f"span-{span}" / "impressions.csv").write_text("a,b\n1,2\n")
+    (data / "span-3").mkdir()
+    for kind in ("local", "kubeflow"):
+        config = load_config("local", [f"data.root={data}", f"output_root={tmp_path / 'out'}",
+                                       f"monitoring.retrain={kind}", "kubeflow.host=http://kfp"])  # fmt: skip
+        outcome = retrain(config, str(tmp_path / "retrains"), lambda line: None)
+        assert outcome.status == "failed" and outcome.span is None, kind
+        assert "span-3" in outcome.detail and "empty folder" in outcome.detail, outcome.detail
+    assert not (tmp_path / "retrains").exists()  # no pipeline run was started
 
 
 def test_the_cli_exits_1_on_an_alert_unless_told_otherwise(shop, tmp_path, capsys):
