@@ -19,9 +19,10 @@ served traffic with them (skew), wherever the version is served from, without ML
 TF Serving ignores assets.extra.
 
 Data versions: each version folder gets `PUSH_RECORD.json`, the span its model was trained on
-(`training_span` below) and, for a rollback, the version and span it went back from. A blessed model trained on an older span than the newest version's is not pushed
-(the PushedModel artifact says why, in `not_pushed_reason`): it would make older data's model the
-served one without anyone asking. Only an explicit rollback pushes it: custom_config
+(`training_span` below) and, for a rollback, the version and span it went back from. A blessed
+model trained on an older span than the newest version's is not pushed (the PushedModel artifact
+says why, in `not_pushed_reason`): it would make older data's model the served one without
+anyone asking. Only an explicit rollback pushes it: custom_config
 {"rollback_to_span": N} (pusher.rollback_to_span, `shop-pipeline rollback --to-span N`) lets a model
 trained on span N through, and the record and the artifact (`rolled_back_from_span`) keep it. A
 newest version without a record (pushed before records existed) sets no order; the idempotent
@@ -52,9 +53,8 @@ STATISTICS_KEY = "statistics"
 TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside each version folder
 TRAIN_SPLIT = "train"
 STATS_FILE = "FeatureStats.pb"  # the name StatisticsGen writes
-PUSH_RECORD = (
-    "PUSH_RECORD.json"  # inside each version folder: {"span": ..., "rolled_back_from": ...}
-)
+# inside each version folder: {"span": ..., "rolled_back_from": ...}
+PUSH_RECORD = "PUSH_RECORD.json"
 ROLLBACK_TO_SPAN_KEY = "rollback_to_span"  # custom_config: the span of an explicit rollback
 TRAINING_SPAN_KEY = "training_span"  # custom_config: the span the run trains on, when known
 # Custom properties this executor adds to the PushedModel artifact (pipelines/summary.py reads them).

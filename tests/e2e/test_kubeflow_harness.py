@@ -23,6 +23,7 @@ from e2e_data import config_for, score_raw_span
 from kfp_harness import HarnessError, ImageRunner, LocalKfpHarness
 from sklearn.metrics import roc_auc_score
 
+from components.pusher import PUSH_RECORD
 from components.trainer import METRICS_FILE
 from components.tuning.component import read_report
 from pipelines import kfp_spec
@@ -121,6 +122,10 @@ def test_every_task_runs_in_the_image_to_a_model_pushed_on_s3(kfp_env, harness_r
         assert s3_server.keys(run.artifact_uri(name, "executor-logs-0")), name
     [version] = numbered_versions(config.serving_dir)
     assert tf.io.gfile.exists(join(config.serving_dir, version, "saved_model.pb"))
+    # The span reached the Pusher through the statistics' metadata, so it guards the order here
+    # too (a later run on an older span is not pushed: docs/data-versions.md).
+    record = json.loads(_read(join(config.serving_dir, version, PUSH_RECORD)))
+    assert record == {"span": 2, "rolled_back_from": None}, record
     # The tuner ran its one trial and the Trainer trained with what its HyperParameters said.
     report = read_report(run.artifact_uri("KatibTuner", "tuning_report"))
     assert [t.status for t in report.trials] == ["Succeeded"] and report.trials[0].start_point

@@ -94,16 +94,19 @@ def test_both_protocols_score_like_the_in_process_model(served):
     )
     np.testing.assert_allclose(output["data"], expected, atol=1e-6)
 
-    # One-row requests at once: the batcher merges them, each still gets its own score.
+    # One-row requests at once, as many as the server admits: the batcher merges them, each
+    # still gets its own score.
+    at_once = served.config.serving.max_concurrency
+
     async def singles():
         async with httpx.AsyncClient(timeout=30) as client:
             return await asyncio.gather(
-                *(client.post(served.v1, json={"instances": [r]}) for r in rows[:24])
+                *(client.post(served.v1, json={"instances": [r]}) for r in rows[:at_once])
             )
 
     answers = asyncio.run(singles())
     got = [a.json()["predictions"][0] for a in answers]
-    np.testing.assert_allclose(got, expected[:24], atol=1e-6)
+    np.testing.assert_allclose(got, expected[:at_once], atol=1e-6)
 
     logged = [r for r in read_log(str(served.log)) if r["id"] == rows[0]["impression_id"]]
     assert logged and logged[0]["version"] == newest(served.models)
@@ -247,7 +250,7 @@ def test_latency_benchmark_smoke(served, workspace, tmp_path):
     assert all(set(levels) == {"1", "4"} for levels in result["figures"].values())
     assert result["in_process_floor"]["p50_ms"] > 0
     assert set(result["throughput_vs_off"]) == {"greedy", "wait-2ms"}
-    assert set(result["admission"]) == {"unbounded", "limited"}
+    assert set(result["admission"]) == {"unbounded", "limited", "limited-impatient"}
     assert 0 <= result["admission"]["limited"]["24"]["shed_share"] < 1
     assert result["admission"]["unbounded"]["24"]["shed_share"] == 0
     assert (tmp_path / "latency.png").stat().st_size > 10_000
