@@ -126,6 +126,13 @@ class _ResolvesSpan:
             output_dict[standard_component_specs.EXAMPLES_KEY]
         )
         example_gen_driver.update_output_artifact(exec_properties, examples.mlmd_artifact)
+        # TFX's driver code records span and version as custom properties only; the Examples'
+        # own `span` property is what StatisticsGen copies onto the statistics, and so what the
+        # Pusher reads on Kubeflow to keep an older span's model from being pushed over a newer
+        # one (components/pusher.py). Without it every downstream artifact says span 0.
+        examples.span = resolved[utils.SPAN_PROPERTY_NAME]
+        if resolved.get(utils.VERSION_PROPERTY_NAME) is not None:
+            examples.version = resolved[utils.VERSION_PROPERTY_NAME]
         super().Do(input_dict, output_dict, exec_properties)
 
 
