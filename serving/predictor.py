@@ -300,7 +300,7 @@ def _check_finite(scores: list[float], idx: list[int], version: str, request_id:
         shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
         raise NonFiniteScores(
             f"version {version} returned a non-finite score for instance(s) {shown} of request "
-            f"{request_id}; nothing was answered or logged for it"
+            f"{request_id}; no score of it was answered"
         )
 
 
