@@ -40,7 +40,7 @@ FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/your-org/shop-ranking
-# The image the compiled package's steps run (kubeflow.image). Empty: conf/kubeflow.yaml's value.
+# The image the compiled package's steps run (kubeflow.image). Empty: settings/conf/kubeflow.yaml's value.
 # Pass the tag being built, so the baked package and the image it runs in agree.
 ARG PIPELINE_IMAGE=
 
@@ -68,8 +68,10 @@ RUN --mount=type=bind,from=builder,source=/opt/venv,target=/mnt/venv cp -a /mnt/
 # path from any working directory. The build backend (setuptools, wheel) is in the lock, so no
 # isolated build environment is downloaded. The source copy is removed afterwards.
 COPY pyproject.toml README.md /tmp/src/
-COPY pipelines /tmp/src/pipelines
+COPY contract /tmp/src/contract
+COPY settings /tmp/src/settings
 COPY components /tmp/src/components
+COPY pipelines /tmp/src/pipelines
 COPY simulator /tmp/src/simulator
 COPY serving /tmp/src/serving
 COPY monitoring /tmp/src/monitoring
@@ -87,12 +89,9 @@ RUN groupadd --gid 10001 app \
     && chown 10001:10001 /gcs /minio /s3
 
 WORKDIR /app
-# load_config resolves `--config NAME` against the directory above the installed `pipelines`
-# package (site-packages in this image), so the image passes the config by path.
-COPY conf /app/conf
-
-# The package the CronJob submits, compiled at build time (no network, about 40 s).
-RUN shop-pipeline compile --config /app/conf/kubeflow.yaml \
+# The package the CronJob submits, compiled at build time (no network, about 40 s). `--config
+# kubeflow` is settings/conf/kubeflow.yaml inside the installed package (package data).
+RUN shop-pipeline compile --config kubeflow \
     ${PIPELINE_IMAGE:+--set kubeflow.image=$PIPELINE_IMAGE} \
     --output /app/outputs/kubeflow/shop-ranking.yaml
 

@@ -50,8 +50,8 @@ help:
 	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
 	@echo "make compile - compile the Kubeflow Pipelines v2 package (extra flags: COMPILE_ARGS='--output PATH')"
 	@echo "make golden  - regenerate $(GOLDEN)"
-	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from conf/kubeflow.yaml"
-	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from conf/kubeflow.yaml"
+	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from settings/conf/kubeflow.yaml"
+	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from settings/conf/kubeflow.yaml"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 	@echo "make images - build $(PIPELINE_TAG) and $(SERVING_TAG) with podman (cached layers)"
 	@echo "make base-image - the local python:3.10-slim-bookworm stand-in they build on (once)"
@@ -98,7 +98,7 @@ data: $(DATA)/manifest.json
 run: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) $(RUN_ARGS)
 
-# The same run with the KatibTuner step (local backend; conf/local.yaml's tuning section).
+# The same run with the KatibTuner step (local backend; settings/conf/local.yaml's tuning section).
 # After `make run`, the Evaluator compares the tuned model with the untuned one on the same rows.
 tune: $(VENV)/.installed $(DATA)/manifest.json
 	$(VENV)/bin/shop-pipeline run --set data.root=$(DATA) --set tuning.enabled=true $(RUN_ARGS)
@@ -188,7 +188,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 
 schema: $(VENV)/.installed
-	$(PY) -m pipelines.schema_tool
+	$(PY) -m contract.schema_tool
 
 clean:
 	rm -rf --one-file-system outputs $(DATA)  # outputs/podman holds the image storage too

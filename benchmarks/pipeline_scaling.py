@@ -6,7 +6,7 @@ StatisticsGen and Transform, and TFX's own Chicago taxi pipeline as a peer, in o
     .venv/bin/python -m benchmarks.pipeline_scaling --sizes 10000 --no-beam-modes --no-peer
 
 Each pipeline run is a fresh child process (`shop-pipeline run`'s code path: run_local on
-conf/local.yaml, two spans of N rows each, so ExampleGen and StatisticsGen read 2N rows: the span
+settings/conf/local.yaml, two spans of N rows each, so ExampleGen and StatisticsGen read 2N rows: the span
 and the previous one the drift check compares it with). Variants are config overrides and
 environment variables: "before" is what this repo did before the benchmark, "after" the defaults
 now (BENCHMARKS.md says what each one changes).
@@ -84,8 +84,8 @@ def _say(text: str) -> None:
 def _child_pipeline(args: argparse.Namespace) -> int:
     """One pipeline run (or a partial run of some stages) with the stage meter on."""
     from benchmarks.stage_meter import StageMeter
-    from pipelines.config import load_config
     from pipelines.local_runner import run_local
+    from settings import load_config
 
     config = load_config("local", args.overrides)
     options = None
@@ -118,8 +118,8 @@ def _child_peer(args: argparse.Namespace) -> int:
     from tfx import v1 as tfx
 
     from benchmarks.stage_meter import StageMeter
-    from pipelines.config import load_config
     from pipelines.progress import stage_progress
+    from settings import load_config
 
     taxi = importlib.import_module(f"{TAXI_PACKAGE}.taxi_pipeline_native_keras")
     work = Path(args.work)

@@ -93,9 +93,9 @@ def measure_servers(
     """All modes' servers run at once (idle ones cost nothing); at each level the load goes to
     one mode after the other, `rounds` times, so a slow minute of the machine hits every mode
     alike. Figures pool each mode's rounds; latencies are those of the 200s."""
-    from pipelines.config import load_config
     from serving.loadgen import percentile, run_load
     from serving.process import running_server
+    from settings import load_config
 
     bodies = [{"instances": [r]} for r in rows]
     per_round = max(1, requests // rounds)
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from pipelines.config import load_config
     from pipelines.spans import available_spans
     from serving.contract import Contract
     from serving.loadgen import span_instances
     from serving.versions import numbered_versions
+    from settings import load_config
 
     config = load_config(args.config)
     model_base = args.model_dir or config.serving_dir

@@ -37,7 +37,7 @@ def transformed_span(rows: int, seed: int, work: Path) -> tuple[str, str]:
     from tensorflow_transform.tf_metadata import metadata_io, schema_utils
 
     from components.preprocessing import preprocessing_fn
-    from pipelines.schema_tool import load_schema
+    from contract.schema_tool import load_schema
     from simulator.generate import SimulationOptions, generate_span
 
     frame = generate_span(SimulationOptions(rows_per_span=rows, seed=seed), 1)[0]

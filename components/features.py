@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from simulator import catalog
+import contract
 
-LABEL = catalog.LABEL
-EXAMPLE_ID = "impression_id"
+LABEL = contract.LABEL
+EXAMPLE_ID = contract.EXAMPLE_ID
 
 # High-cardinality ids: hashed, no vocabulary to compute or ship.
 HASHED = ("user_id", "product_id")

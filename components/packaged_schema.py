@@ -1,7 +1,7 @@
 """ImportSchemaGen that can read the curated schema from the installed package.
 
 On Kubeflow every step runs in the image, where the repo checkout path of schema.pbtxt does not
-exist. `package://pipelines/schema/schema.pbtxt` names the file inside the installed package, so
+exist. `package://contract/schema.pbtxt` names the file inside the installed package, so
 the schema a run uses is the one shipped with the image's code (and a new image tag, which KFP
 puts in its cache key, never reuses an old schema).
 """

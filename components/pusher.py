@@ -219,7 +219,7 @@ def _write_file(path: str, text: str) -> None:
 def write_kserve_manifests(kserve: dict[str, Any], version: str, previous: str | None) -> list[str]:
     """The InferenceServices for a pushed version into kserve["manifest_dir"]: the custom
     predictor pinned to it, canaryTrafficPercent when an older version served before."""
-    from pipelines.kserve_manifest import KServeSettings, write_manifests
+    from serving.kserve_manifest import KServeSettings, write_manifests
 
     settings = KServeSettings.from_dict(kserve["settings"])
     origin = (

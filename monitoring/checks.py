@@ -20,9 +20,9 @@ import pandas as pd
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+import contract
 from components.validation import DRIFT_PREFIX, label_rate
 from serving.ab_report import quality
-from simulator import catalog
 
 SERVING_ENV = "SERVING"
 # Score histogram edges on the logit scale: purchase probabilities crowd below 0.2.
@@ -171,7 +171,7 @@ def live_quality(
 
     `judged` says whether there are enough outcomes (and purchases) for the figures to count.
     """
-    y = labelled[catalog.LABEL].to_numpy(dtype=np.int64) if len(labelled) else np.array([], int)
+    y = labelled[contract.LABEL].to_numpy(dtype=np.int64) if len(labelled) else np.array([], int)
     p = labelled["score"].to_numpy(dtype=np.float64) if len(labelled) else np.array([], float)
     figures = quality(y, p)
     positives = int(y.sum())
@@ -198,7 +198,7 @@ def outcome_rate(
 
     `judged` says whether both rates are known, on at least `min_settled` impressions.
     """
-    y = settled[catalog.LABEL].to_numpy(dtype=np.int64) if len(settled) else np.array([], int)
+    y = settled[contract.LABEL].to_numpy(dtype=np.int64) if len(settled) else np.array([], int)
     rate = float(y.mean()) if len(y) else None
     training = label_rate(training_stats) if training_stats is not None else None
     ratio = rate / training if rate is not None and training else None

@@ -11,7 +11,7 @@ import warnings
 from datetime import datetime, timezone
 
 from pipelines.cli import add_config_args
-from pipelines.config import ConfigError, load_config
+from settings import ConfigError, load_config
 
 
 def _time(text: str) -> float:

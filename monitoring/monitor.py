@@ -23,6 +23,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from components.pusher import TRAINING_STATISTICS
+from contract.schema_tool import load_schema
 from monitoring import checks, report, trigger
 from monitoring.metrics import write_metrics
 from monitoring.retrain import RetrainOutcome, retrain
@@ -34,9 +35,8 @@ from monitoring.traffic import (
     read_window,
     settled_outcomes,
 )
-from pipelines.config import PipelineConfig
-from pipelines.schema_tool import load_schema
 from serving import versions
+from settings import PipelineConfig
 
 WINDOWS_DIR = "windows"
 REPORT, STATS = "report.json", "statistics.pb"

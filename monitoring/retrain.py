@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import PipelineConfig
 from pipelines.spans import SpanError, available_spans, select_spans
 from serving.versions import numbered_versions
+from settings import PipelineConfig
 
 # What `shop-pipeline run` prints for people (stage progress, the gate, the summary); TF's and
 # Keras' logging stays in the retrain's log file.

@@ -32,11 +32,11 @@ from monitoring.monitor import CheckResult, check
 from monitoring.report import summary_lines
 from monitoring.retrain import retrain_local
 from monitoring.traffic import Window, arrived_outcomes, log_files, read_outcome_feed, read_window
-from pipelines.config import PipelineConfig
 from serving.contract import Contract
 from serving.loadgen import run_load, span_instances
 from serving.process import running_server
 from serving.versions import numbered_versions
+from settings import PipelineConfig
 from simulator.generate import SimulationOptions, read_manifest, write_dataset
 from simulator.outcomes import ATTRIBUTION_WINDOW_S
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from simulator import catalog
+import contract
 from simulator.outcomes import ATTRIBUTION_WINDOW_S
 
 ID_COLUMN = "impression_id"
@@ -85,26 +85,26 @@ def read_outcome_feed(outcomes_dir: str) -> pd.DataFrame:
 
     files = sorted(glob.glob(os.path.join(outcomes_dir, "*.csv")))
     if not files:
-        return pd.DataFrame(columns=[ID_COLUMN, catalog.LABEL, "delay_s"])
+        return pd.DataFrame(columns=[ID_COLUMN, contract.LABEL, "delay_s"])
     return pd.concat([read_outcomes(path) for path in files], ignore_index=True)
 
 
 def arrived_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) -> pd.DataFrame:
     """The window's predictions that have an outcome by `as_of`: score, purchased (0/1)."""
     if traffic.empty or feed.empty or "id" not in traffic:
-        return pd.DataFrame(columns=["score", catalog.LABEL])
+        return pd.DataFrame(columns=["score", contract.LABEL])
     joined = traffic[["id", "ts", "score"]].merge(
         feed, left_on="id", right_on=ID_COLUMN, how="inner"
     )
     joined = joined[joined["ts"] + joined["delay_s"] <= as_of]
-    return joined[["score", catalog.LABEL]].reset_index(drop=True)
+    return joined[["score", contract.LABEL]].reset_index(drop=True)
 
 
 def settled_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) -> pd.DataFrame:
     """The window's predictions whose attribution window has closed by `as_of`: purchased (0/1).
     Unlike arrived_outcomes, not biased towards purchases (which arrive within hours)."""
     if traffic.empty or feed.empty or "id" not in traffic:
-        return pd.DataFrame(columns=[catalog.LABEL])
+        return pd.DataFrame(columns=[contract.LABEL])
     settled = traffic[traffic["ts"] + ATTRIBUTION_WINDOW_S <= as_of]
     joined = settled[["id"]].merge(feed, left_on="id", right_on=ID_COLUMN, how="inner")
-    return joined[[catalog.LABEL]].reset_index(drop=True)
+    return joined[[contract.LABEL]].reset_index(drop=True)

@@ -17,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipelines.config import MonitoringConfig
+from settings import MonitoringConfig
 
 STATE_FILE = "trigger_state.json"
 

@@ -8,12 +8,14 @@ import sys
 import time
 import warnings
 
-from pipelines.config import ConfigError, load_config
+from settings import ConfigError, load_config
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
     parser.add_argument(
-        "--config", default=default, help=f"conf/<name>.yaml or a path (default: {default})"
+        "--config",
+        default=default,
+        help=f"settings/conf/<name>.yaml or a path (default: {default})",
     )
     parser.add_argument(
         "--set",
@@ -184,7 +186,7 @@ def _compile(config, output: str | None) -> int:
 
 
 def _score(config, args) -> int:
-    from components.batch_scoring import BatchScoringError, score_span
+    from pipelines.batch_scoring import BatchScoringError, score_span
 
     try:
         score_span(
@@ -202,7 +204,7 @@ def _score(config, args) -> int:
 def _katib_manifest(config, args) -> int:
     from components.tuning.experiment import manifest_text
 
-    source = args.config if args.config.endswith(".yaml") else f"conf/{args.config}.yaml"
+    source = args.config if args.config.endswith(".yaml") else f"settings/conf/{args.config}.yaml"
     text = manifest_text(config, source)
     if args.output == "-":
         print(text, end="")
@@ -213,9 +215,9 @@ def _katib_manifest(config, args) -> int:
 
 
 def _kserve_manifest(config, args) -> int:
-    from pipelines.kserve_manifest import KServeManifestError, KServeSettings, write_manifests
+    from serving.kserve_manifest import KServeManifestError, KServeSettings, write_manifests
 
-    source = args.config if args.config.endswith(".yaml") else f"conf/{args.config}.yaml"
+    source = args.config if args.config.endswith(".yaml") else f"settings/conf/{args.config}.yaml"
     command = ["shop-pipeline kserve-manifest", f"--config {args.config}"]
     command += [f"--set {override}" for override in args.overrides]
     for flag, value in (

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "shop-ranking"  # registered into the venv by `make env`

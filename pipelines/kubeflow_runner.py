@@ -11,8 +11,8 @@ from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from pipelines import kfp_spec
-from pipelines.config import PipelineConfig
 from pipelines.pipeline import create_pipeline
+from settings import PipelineConfig
 
 # The image's entrypoint is not relied on: every step names its command in the spec. It is our
 # wrapper of TFX's KFP v2 entrypoint (components/kfp_entrypoint.py: what the real backend hands

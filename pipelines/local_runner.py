@@ -7,10 +7,10 @@ import time
 
 from tfx import v1 as tfx
 
-from pipelines.config import PipelineConfig
 from pipelines.pipeline import create_pipeline
 from pipelines.progress import StageProgress, stage_progress
 from pipelines.summary import RunSummary, summarize
+from settings import PipelineConfig
 
 
 def run_local(

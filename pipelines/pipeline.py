@@ -20,16 +20,16 @@ from components.pusher import ROLLBACK_TO_SPAN_KEY, TRAINING_SPAN_KEY, Idempoten
 from components.span_example_gen import SpanCsvExampleGen
 from components.tuning.component import KatibTuner, TunerSettings
 from components.validation_components import DriftValidator, ValidationGate
-from pipelines.config import ConfigError, PipelineConfig
-from pipelines.kserve_manifest import pusher_custom_config
+from contract import LABEL
+from pipelines.kserve_push import pusher_custom_config
 from pipelines.spans import SpanSelection, select_spans
-from simulator.catalog import LABEL
+from settings import ConfigError, PipelineConfig
 
 # Referenced by import path of the installed package, so a Kubeflow pod needs no module file upload.
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
-# The curated schema as shipped in the installed package (pipelines/schema), in every runner.
-SCHEMA_FILE = "package://pipelines/schema/schema.pbtxt"
+# The curated schema as shipped in the installed package (contract/), in every runner.
+SCHEMA_FILE = "package://contract/schema.pbtxt"
 
 
 Target = Literal["local", "kubeflow"]
@@ -189,7 +189,7 @@ def create_pipeline(
         raise ConfigError(
             "evaluation.compare_with_blessed_baseline: open-source KFP v2 does not run resolver "
             "nodes, so Kubeflow mode has no latest-blessed-model baseline; set it to false "
-            "(conf/kubeflow.yaml does) and the absolute thresholds decide the blessing"
+            "(settings/conf/kubeflow.yaml does) and the absolute thresholds decide the blessing"
         )
     params = RunParameters(config) if kubeflow else None
     if kubeflow:

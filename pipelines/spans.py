@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from components.filesystems import register_filesystems
 from components.span_folders import span_entries, span_files, span_problem
-from pipelines.config import DataConfig
+from settings import DataConfig
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SpanSelection:
 
 
 def _entries(data: DataConfig) -> dict[int, str]:
-    register_filesystems([data.root])  # data.root may be s3:// (conf/kubeflow.yaml)
+    register_filesystems([data.root])  # data.root may be s3:// (settings/conf/kubeflow.yaml)
     if not tf.io.gfile.isdir(data.root):
         raise SpanError(
             f"data root {data.root} does not exist: generate data with `shop-sim --out {data.root}`"

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from pipelines.config import PipelineConfig
+import contract
 from pipelines.metadata import custom_property, latest_run, open_store
-from simulator import catalog
+from settings import PipelineConfig
 from simulator.generate import truth_of_span
 from simulator.truth import bayes_auc
 
@@ -27,7 +27,7 @@ _TRUTH_COLUMNS = (
     "hour",
     "device",
     "referrer",
-    catalog.LABEL,
+    contract.LABEL,
 )
 
 
@@ -70,7 +70,7 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
     import tensorflow as tf
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from pipelines.schema_tool import load_schema
+    from contract.schema_tool import load_schema
 
     dtypes = {schema_pb2.FLOAT: tf.float32, schema_pb2.INT: tf.int64, schema_pb2.BYTES: tf.string}
     types = {feature.name: feature.type for feature in load_schema().feature}
@@ -159,13 +159,13 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
         summary.not_pushed_reason = custom_property(pushed, "not_pushed_reason")
     if summary.examples_uri and summary.span is not None and summary.metrics:
         rows = read_eval_rows(summary.examples_uri)
-        summary.eval_rows = int(len(rows[catalog.LABEL]))
+        summary.eval_rows = int(len(rows[contract.LABEL]))
         try:
             truth = truth_of_span(os.path.abspath(config.data.root), summary.span)
         except (FileNotFoundError, KeyError):
             truth = None  # data not written by the simulator: no known ceiling
         if truth is not None:
-            summary.bayes_auc = bayes_auc(rows, rows[catalog.LABEL], truth)
+            summary.bayes_auc = bayes_auc(rows, rows[contract.LABEL], truth)
     return summary
 
 

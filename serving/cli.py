@@ -1,6 +1,6 @@
 """`shop-serve`: start the model server from config, replay a span against it, report an A/B test.
 
-Runs in the pipeline's environment and reads the one typed config (conf/*.yaml + --set); `start`
+Runs in the pipeline's environment and reads the one typed config (settings/conf/*.yaml + --set); `start`
 hands over to the server in the serving environment (.venv-serving, serving/requirements.lock),
 with every flag taken from config's `serving` section and paths.
 """
@@ -14,14 +14,20 @@ import sys
 from pathlib import Path
 
 from pipelines.cli import add_config_args
-from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config, server_flags
+from settings import ConfigError, PipelineConfig, load_config, server_flags
+
+# Where the serving package is importable from (the checkout for an editable install): the server
+# process gets it on PYTHONPATH, and the serving venv is looked for beside it.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 SERVING_PYTHON_ENV = "SHOP_SERVING_PYTHON"
 
 
 def serving_python() -> str:
     """The serving environment's interpreter: $SHOP_SERVING_PYTHON or .venv-serving."""
-    path = os.environ.get(SERVING_PYTHON_ENV) or str(REPO_ROOT / ".venv-serving" / "bin" / "python")
+    path = os.environ.get(SERVING_PYTHON_ENV) or str(
+        PACKAGE_ROOT / ".venv-serving" / "bin" / "python"
+    )
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path}: no serving environment; create it with `make serving-env` "
@@ -60,7 +66,7 @@ def server_env() -> dict[str, str]:
     """The serving package importable from the checkout, TensorFlow quiet."""
     return {
         **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONPATH": str(PACKAGE_ROOT),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
     }
@@ -73,7 +79,6 @@ def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
         f"{config.serving.model_name} (V1) and /v2/models/{config.serving.model_name} (V2)",
         flush=True,
     )
-    os.chdir(REPO_ROOT)
     os.execve(cmd[0], cmd, server_env())  # the server owns the process (signals, exit code)
     return 0  # not reached
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator import catalog
+import contract
 from simulator.outcomes import write_outcomes
 from simulator.truth import TruthParams, bayes_auc, purchase_probability
 
@@ -100,22 +100,22 @@ class Shop:
 def build_shop(options: SimulationOptions) -> Shop:
     rng = np.random.default_rng([options.seed, 0])
     n_users, n_products = options.n_users, options.n_products
-    n_categories = len(catalog.CATEGORIES)
-    country_weights = 1.0 / np.arange(1, len(catalog.COUNTRIES) + 1)
+    n_categories = len(contract.CATEGORIES)
+    country_weights = 1.0 / np.arange(1, len(contract.COUNTRIES) + 1)
     device_pref = rng.dirichlet([3.0, 2.0, 0.7], size=n_users)
     category_base_price = np.exp(rng.normal(3.3, 0.6, size=n_categories))
     product_category = rng.integers(0, n_categories, size=n_products)
-    brand_in_category = rng.integers(0, catalog.BRANDS_PER_CATEGORY, size=n_products)
+    brand_in_category = rng.integers(0, contract.BRANDS_PER_CATEGORY, size=n_products)
     return Shop(
         user_country=rng.choice(
-            len(catalog.COUNTRIES), size=n_users, p=country_weights / country_weights.sum()
+            len(contract.COUNTRIES), size=n_users, p=country_weights / country_weights.sum()
         ),
         user_device_pref=device_pref,
         user_affinity=rng.dirichlet(np.full(n_categories, 0.35), size=n_users),
         user_avg_price=np.round(np.exp(rng.normal(3.4, 0.5, size=n_users)), 2),
         user_activity=rng.pareto(1.5, size=n_users) + 1.0,
         product_category=product_category,
-        product_brand=product_category * catalog.BRANDS_PER_CATEGORY + brand_in_category,
+        product_brand=product_category * contract.BRANDS_PER_CATEGORY + brand_in_category,
         product_price=category_base_price[product_category]
         * np.exp(rng.normal(0.0, 0.45, size=n_products)),
         product_rating=np.clip(rng.normal(3.9, 0.6, size=n_products), 1.0, 5.0),
@@ -168,7 +168,7 @@ def _impressions(
     referrer_p = np.array([0.30, 0.30, 0.12, 0.14, 0.14]) + drift * np.array(
         [-0.15, -0.1, -0.05, 0.2, 0.1]
     )
-    referrer = rng.choice(len(catalog.REFERRERS), size=rows, p=referrer_p / referrer_p.sum())
+    referrer = rng.choice(len(contract.REFERRERS), size=rows, p=referrer_p / referrer_p.sum())
     hour_weights = 1.0 + np.sin((np.arange(24) - 8) / 24 * 2 * np.pi) + 0.3
     hour = rng.choice(24, size=rows, p=hour_weights / hour_weights.sum())
     category = shop.product_category[products]
@@ -183,19 +183,19 @@ def _impressions(
             "impression_id": [f"s{span}-{i}" for i in range(start, start + rows)],
             "user_id": [f"u{u}" for u in users],
             "product_id": [f"p{p}" for p in products],
-            "category": np.asarray(catalog.CATEGORIES)[category],
-            "brand": np.asarray(catalog.BRANDS)[shop.product_brand[products]],
+            "category": np.asarray(contract.CATEGORIES)[category],
+            "brand": np.asarray(contract.BRANDS)[shop.product_brand[products]],
             "price": np.round(price, 2),
             "on_sale": on_sale,
             "rating": np.round(shop.product_rating[products], 1),
             "user_avg_price": shop.user_avg_price[users],
             "user_category_affinity": np.round(affinity, 4),
             "days_since_last_visit": rng.geometric(0.25, size=rows) - 1,
-            "device": np.asarray(catalog.DEVICES)[device],
+            "device": np.asarray(contract.DEVICES)[device],
             "hour": hour,
-            "referrer": np.asarray(catalog.REFERRERS)[referrer],
-            "country": np.asarray(catalog.COUNTRIES)[shop.user_country[users]],
-            "position": rng.integers(catalog.POSITIONS[0], catalog.POSITIONS[1] + 1, size=rows),
+            "referrer": np.asarray(contract.REFERRERS)[referrer],
+            "country": np.asarray(contract.COUNTRIES)[shop.user_country[users]],
+            "position": rng.integers(contract.POSITIONS[0], contract.POSITIONS[1] + 1, size=rows),
         }
     )
     return frame
@@ -248,25 +248,25 @@ def generate_span(
         rows = min(CHUNK_ROWS, options.rows_per_span - start)
         chunk = _impressions(shop, rows, drift, rng, start, span)
         probability = purchase_probability(chunk, truth)
-        chunk[catalog.LABEL] = (rng.random(rows) < probability).astype(np.int64)
+        chunk[contract.LABEL] = (rng.random(rows) < probability).astype(np.int64)
         chunks.append(chunk)
         if on_chunk:
             on_chunk(start + rows, options.rows_per_span)
     frame = pd.concat(chunks, ignore_index=True)
-    auc = bayes_auc(frame, frame[catalog.LABEL].to_numpy(), truth)
+    auc = bayes_auc(frame, frame[contract.LABEL].to_numpy(), truth)
     frame, n_bad = corrupt(frame, options.corrupt_for(span), rng)
     report = SpanReport(
         span=span,
         path="",
         rows=len(frame),
-        purchase_rate=float(pd.to_numeric(frame[catalog.LABEL]).mean()),
+        purchase_rate=float(pd.to_numeric(frame[contract.LABEL]).mean()),
         bayes_auc=auc,
         drift=drift,
         corrupt_rows=n_bad,
         label_shift=label_shift,
         truth=truth.to_dict(),
     )
-    return frame[list(catalog.COLUMNS)], report
+    return frame[list(contract.COLUMNS)], report
 
 
 def write_dataset(

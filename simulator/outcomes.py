@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator import catalog
+import contract
 
 OUTCOMES_DIR = "outcomes"
 ATTRIBUTION_WINDOW_S = 24 * 3600
 PURCHASE_DELAY_MEAN_S = 2 * 3600
-COLUMNS = ("impression_id", catalog.LABEL, "delay_s")
+COLUMNS = ("impression_id", contract.LABEL, "delay_s")
 
 
 def outcomes_path(root: str | Path, span: int) -> Path:
@@ -32,7 +32,7 @@ def outcomes_path(root: str | Path, span: int) -> Path:
 def delayed_outcomes(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """One row per impression with a valid label; rows whose label a corrupt export broke are
     left out (the shop never learns their outcome)."""
-    labels = pd.to_numeric(frame[catalog.LABEL], errors="coerce")
+    labels = pd.to_numeric(frame[contract.LABEL], errors="coerce")
     valid = labels.notna().to_numpy() & frame["impression_id"].astype(str).ne("").to_numpy()
     purchased = labels.to_numpy()[valid].astype(np.int64)
     delay = np.where(
@@ -45,7 +45,7 @@ def delayed_outcomes(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
     return pd.DataFrame(
         {
             "impression_id": frame["impression_id"].to_numpy()[valid],
-            catalog.LABEL: purchased,
+            contract.LABEL: purchased,
             "delay_s": np.round(delay).astype(np.int64),
         }
     )

@@ -29,7 +29,8 @@ def s3_server():
     outputs/services/; the process's S3 clients (tensorflow-io, boto3) are pointed at it."""
     import object_store
 
-    from pipelines.config import REPO_ROOT, ObjectStoreConfig
+    from settings import ObjectStoreConfig
+    from tests.paths import REPO_ROOT
 
     with object_store.running(REPO_ROOT / "outputs" / "services" / "moto") as server:
         settings = ObjectStoreConfig(endpoint=server.endpoint, region=object_store.REGION)

@@ -28,7 +28,7 @@ from components.tuning.report import (
     TuningReport,
 )
 from components.tuning.search_space import typed_assignments
-from pipelines.config import TuningConfig
+from settings import TuningConfig
 
 
 def katib_client(client_configuration: Any | None = None) -> KatibClient:

@@ -26,7 +26,7 @@ from tfx.types.standard_artifacts import (
 )
 
 from components.tuning.report import REPORT_FILE, TuningReport
-from pipelines.config import TrainingConfig, TuningConfig
+from settings import TrainingConfig, TuningConfig
 
 # The file TFX's Trainer reads from a HyperParameters artifact (the only file in it), in the
 # layout TFX's Tuner writes: {"space": ..., "values": {name: value}}.

@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient, V1ObjectMeta
 
 from components.tfjob import TFJobSettings, pod_spec
 from components.tuning.search_space import parameter_specs, trial_flags
-from pipelines.config import PipelineConfig, TrainingConfig, TuningConfig
+from settings import PipelineConfig, TrainingConfig, TuningConfig
 
 API_VERSION, KIND = "kubeflow.org/v1beta1", "Experiment"
 TRIAL_MODULE = "components.tuning.trial"

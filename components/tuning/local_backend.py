@@ -31,7 +31,7 @@ from components.tuning.report import (
 )
 from components.tuning.search_space import parameter_specs, start_assignment, typed_assignments
 from components.tuning.suggestions import Assignment, make_suggester
-from pipelines.config import TrainingConfig, TuningConfig
+from settings import TrainingConfig, TuningConfig
 
 
 @dataclass

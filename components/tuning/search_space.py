@@ -11,7 +11,7 @@ from typing import Any
 
 from kubeflow.katib import models as katib
 
-from pipelines.config import SearchParameter, TrainingConfig, TuningConfig
+from settings import SearchParameter, TrainingConfig, TuningConfig
 
 
 def _number(value: float) -> str:

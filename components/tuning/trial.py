@@ -16,7 +16,7 @@ import re
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from components.filesystems import exit_process, register_filesystems  # noqa: E402
-from pipelines.config import TrainingConfig  # noqa: E402
+from settings import TrainingConfig  # noqa: E402
 
 OBJECTIVE, LOSS = "auc", "loss"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+import contract
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
-from pipelines.config import PipelineConfig, load_config
-from simulator import catalog
+from settings import PipelineConfig, load_config
 
 ROWS = 4000
 SEED = 7
@@ -42,9 +42,9 @@ def score_raw_span(model_dir: str, span_dir: Path) -> tuple[np.ndarray, np.ndarr
     """(labels, scores) of a pushed model called through its raw-feature signature."""
     model = tf.saved_model.load(model_dir)
     rows = pd.read_csv(span_dir / "impressions.csv")
-    features = rows.drop(columns=[catalog.LABEL, "impression_id"])
+    features = rows.drop(columns=[contract.LABEL, "impression_id"])
     spec = model.signatures[RAW_SIGNATURE].structured_input_signature[1]
     scores = model.signatures[RAW_SIGNATURE](
         **{name: tf.constant(features[name].to_numpy(), dtype=spec[name].dtype) for name in spec}
     )[OUTPUT_KEY].numpy()
-    return rows[catalog.LABEL].to_numpy(), scores
+    return rows[contract.LABEL].to_numpy(), scores

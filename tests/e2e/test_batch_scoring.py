@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from e2e_data import config_for
 
-from components.batch_scoring import VERSION_COLUMN, BatchScoringError, score_span
 from components.pusher import newest_version
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
+from pipelines.batch_scoring import VERSION_COLUMN, BatchScoringError, score_span
 
 # With the distributed-training test: both only read first_run's outputs (see that module).
 pytestmark = pytest.mark.xdist_group("distributed")

@@ -37,7 +37,7 @@ from serving.versions import join, numbered_versions
 pytestmark = pytest.mark.xdist_group("first_run")
 
 BUCKET = "shop-e2e"
-CREDENTIALS_SECRET = "mlpipeline-minio-artifact"  # conf/kubeflow.yaml's, as KFP names it
+CREDENTIALS_SECRET = "mlpipeline-minio-artifact"  # settings/conf/kubeflow.yaml's, as KFP names it
 
 
 @pytest.fixture(scope="module")

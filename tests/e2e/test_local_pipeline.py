@@ -15,13 +15,13 @@ import pytest
 from e2e_data import ROWS, SEED, SMALL_RUN, config_for, score_raw_span, serving_versions
 from sklearn.metrics import roc_auc_score
 
+import contract
 from components import pusher as P
 from components import validation as V
 from pipelines.cli import main as pipeline_cli
 from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
 from pipelines.summary import render
-from simulator import catalog
 from simulator.generate import SimulationOptions, write_dataset
 
 # One xdist worker runs every test built on the session's first pipeline run (tests/conftest.py).
@@ -196,10 +196,10 @@ def test_a_label_shifted_span_is_reported_as_label_drift(tmp_path):
         run_local(config)
     message = str(stopped.value)
     assert message.splitlines()[0].startswith(
-        f"Data validation gate: 2 anomalies in feature(s) {catalog.LABEL};"
+        f"Data validation gate: 2 anomalies in feature(s) {contract.LABEL};"
     ), message
     assert (
-        f"[train] {catalog.LABEL} (drift: COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH): " in message
+        f"[train] {contract.LABEL} (drift: COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH): " in message
     )
     assert "label rate (share of purchased = 1) 0.2" in message, message
 
@@ -226,7 +226,7 @@ def test_another_datasets_file_names_the_columns_first(tmp_path, capsys):
     stopped = next(line for line in out.splitlines() if "STOPPED: " in line)
     assert stopped.split("STOPPED: ", 1)[1] == (
         "Data validation gate: the columns do not match the shop's schema: "
-        f"missing [{', '.join(sorted(catalog.COLUMNS))}], unexpected [{', '.join(taxi_columns)}]; "
+        f"missing [{', '.join(sorted(contract.COLUMNS))}], unexpected [{', '.join(taxi_columns)}]; "
         "the run stops before Transform and the pushed model is unchanged."
     ), out
     assert "Per feature: 70 anomalies in 35 feature(s):" in out, out

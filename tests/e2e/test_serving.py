@@ -19,7 +19,6 @@ import pytest
 import tensorflow as tf
 from e2e_data import config_for
 
-from pipelines.config import REPO_ROOT
 from serving import ab
 from serving.cli import main as shop_serve
 from serving.contract import Contract
@@ -27,6 +26,7 @@ from serving.loadgen import run_load, span_instances, v2_body
 from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
+from tests.paths import REPO_ROOT
 
 # Reads first_run only: the worker that repeats it for the distributed test serves it too.
 pytestmark = pytest.mark.xdist_group("distributed")

@@ -24,13 +24,13 @@ from e2e_data import config_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import REPO_ROOT
 from serving.cli import serving_python
 from serving.contract import Contract
 from serving.loadgen import span_instances, v2_body
 from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.xdist_group("distributed")  # reads first_run, as test_serving does
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import REPO_ROOT
 from pipelines.docs import KERNEL_NAME
+from tests.paths import REPO_ROOT
 
 # One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")

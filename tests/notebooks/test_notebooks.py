@@ -6,8 +6,8 @@ import json
 import nbformat
 import pytest
 
-from pipelines.config import REPO_ROOT
 from pipelines.docs import KERNEL_NAME, ci_parameters, execute, notebooks
+from tests.paths import REPO_ROOT
 
 # One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")

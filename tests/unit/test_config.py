@@ -1,6 +1,6 @@
 import pytest
 
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from settings import ConfigError, PipelineConfig, load_config
 
 
 def test_local_config_loads_and_overrides_are_typed():

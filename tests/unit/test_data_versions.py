@@ -19,10 +19,10 @@ from components import pusher as P
 from components.span_example_gen import SpanError as StepSpanError
 from components.span_example_gen import resolve_span
 from pipelines.cli import main as pipeline_cli
-from pipelines.config import ConfigError, load_config
 from pipelines.pipeline import create_pipeline
 from pipelines.spans import SpanError, SpanSelection, available_spans, select_spans
 from pipelines.summary import RunSummary, render
+from settings import ConfigError, load_config
 
 HEADER = "impression_id,price,purchased\n"
 ROWS = "i1,1.5,0\ni2,2.5,1\n"

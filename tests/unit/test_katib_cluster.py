@@ -16,8 +16,8 @@ from components.tfjob import TFJobSettings
 from components.tuning import cluster_backend
 from components.tuning.experiment import build_experiment, fixed_trial_args
 from components.tuning.report import TuningError
-from pipelines.config import load_config
 from serving.validate_manifests import differences
+from settings import load_config
 
 pytestmark = pytest.mark.unit
 

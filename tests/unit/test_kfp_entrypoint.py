@@ -16,7 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as tfx_utils
 
 from components import kfp_entrypoint
-from pipelines.config import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 UNIT_DIR = Path(__file__).resolve().parent
 EXAMPLES_SCHEMA = "title: tfx.Examples\ntype: object\n"

@@ -18,8 +18,8 @@ from kfp_harness import (
     resolve_pipeline_root,
 )
 
-from pipelines.config import load_config
 from pipelines.kubeflow_runner import compile_package
+from settings import load_config
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

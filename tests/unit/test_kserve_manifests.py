@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.config import REPO_ROOT, ConfigError, load_config
-from pipelines.kserve_manifest import (
+from serving.kserve_manifest import (
     CONTAINER_NAME,
     FILES,
     KUSTOMIZATION,
@@ -30,6 +29,8 @@ from pipelines.kserve_manifest import (
     storage_uri,
     write_manifests,
 )
+from settings import ConfigError, load_config
+from tests.paths import REPO_ROOT
 
 MANIFESTS = REPO_ROOT / "manifests" / "kserve"
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
@@ -205,7 +206,7 @@ def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(
     custom = inference_service(settings, "custom", 1700000200, 1700000100)["spec"]["predictor"]
     (container,) = custom["containers"]
     # one file per pod, in the folder the monitor reads (the same path in both pods: the PVC is
-    # mounted at kubeflow.pvc_mount_path in each, and conf/kubeflow.yaml's output_root is under it)
+    # mounted at kubeflow.pvc_mount_path in each, and settings/conf/kubeflow.yaml's output_root is under it)
     log_dir = config.request_log_dir
     assert log_dir == "/mnt/shop/outputs/serving_logs"
     assert log_dir.startswith(config.kubeflow.pvc_mount_path + "/")

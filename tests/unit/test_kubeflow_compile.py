@@ -10,10 +10,11 @@ from kfp_harness import HarnessError, LocalKfpHarness
 from tfx import v1 as tfx
 
 from pipelines import kfp_spec
-from pipelines.config import REPO_ROOT, ConfigError, load_config
 from pipelines.kubeflow_runner import EXECUTOR_COMMAND, compile_package, compile_spec
 from pipelines.pipeline import create_pipeline
 from pipelines.spans import SpanSelection
+from settings import ConfigError, load_config
+from tests.paths import REPO_ROOT
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "kfp_pipeline.yaml"
 GPU = [
@@ -84,7 +85,7 @@ def test_every_executor_runs_the_configured_image_by_package_path(compiled, conf
     assert class_paths["Pusher"] == "components.pusher.IdempotentPusherExecutor"
     text = json.dumps(spec)
     assert "_wheels" not in text and "module_file" not in text  # user code by import path
-    assert "components.trainer.run_fn" in text and "package://pipelines/schema" in text
+    assert "components.trainer.run_fn" in text and "package://contract/schema.pbtxt" in text
 
 
 def test_run_parameters_have_the_configs_defaults(compiled, config):

@@ -3,7 +3,7 @@
 `kubectl kustomize` renders the manifests; every object is deserialized into the Kubernetes client
 model of its kind and serialized back, so a misspelled or misplaced field (which the model silently
 drops) fails with its path. Then the pieces are checked against each other: namespace and labels,
-the PVC against conf/kubeflow.yaml, the submitter's RBAC and KFP token, and the Dockerfile's
+the PVC against settings/conf/kubeflow.yaml, the submitter's RBAC and KFP token, and the Dockerfile's
 environment and compiled package against the CronJob.
 """
 
@@ -349,7 +349,7 @@ def test_the_config_the_image_uses_is_copied_into_it():
 def test_the_launcher_configmap_gives_the_configs_root_and_object_store(objects):
     """What a run started from the KFP UI without a root gets, and how the launcher reaches
     s3:// (backend/src/v2/config: defaultPipelineRoot, providers.s3.default)."""
-    from pipelines.config import load_config
+    from settings import load_config
 
     config = load_config("kubeflow")
     [launcher] = [o for o in objects if o["kind"] == "ConfigMap"]
@@ -370,7 +370,7 @@ def test_the_launcher_configmap_gives_the_configs_root_and_object_store(objects)
 
 
 def test_the_predictors_service_account_lists_their_object_store_secret(objects):
-    from pipelines.config import load_config
+    from settings import load_config
 
     accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
     models = accounts[load_config("kubeflow").serving.service_account]

@@ -12,23 +12,23 @@ import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
 
+import contract
 from components.pusher import TRAINING_STATISTICS
+from contract.schema_tool import load_schema
 from monitoring import checks, trigger
 from monitoring.monitor import check
 from monitoring.report import summary_lines
 from monitoring.retrain import RetrainOutcome, retrain, retrain_local
 from monitoring.traffic import Window, arrived_outcomes, read_outcome_feed, settled_outcomes
-from pipelines.config import MonitoringConfig, load_config
-from pipelines.schema_tool import load_schema
 from serving.request_log import RequestLog
-from simulator import catalog
+from settings import MonitoringConfig, load_config
 from simulator.generate import SimulationOptions, write_dataset
 from simulator.outcomes import ATTRIBUTION_WINDOW_S, outcomes_path
 from simulator.truth import TruthParams, purchase_probability
 
 ROWS = 6000
 WINDOW_ROWS = 1500
-FEATURES = [c for c in catalog.COLUMNS if c not in ("impression_id", catalog.LABEL)]
+FEATURES = [c for c in contract.COLUMNS if c not in ("impression_id", contract.LABEL)]
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +133,14 @@ def test_outcomes_arrive_late_and_live_quality_counts_only_those(shop):
     soon = arrived_outcomes(traffic, feed, as_of=100.0 + 3600)
     later = arrived_outcomes(traffic, feed, as_of=100.0 + ATTRIBUTION_WINDOW_S)
     # after an hour only some purchases are known; after the attribution window, everything
-    assert 0 < len(soon) < 0.2 * len(later) and soon[catalog.LABEL].all()
+    assert 0 < len(soon) < 0.2 * len(later) and soon[contract.LABEL].all()
     assert (
         len(later) == 1000
-        and later[catalog.LABEL].sum() == spans[2][catalog.LABEL].iloc[:1000].sum()
+        and later[contract.LABEL].sum() == spans[2][contract.LABEL].iloc[:1000].sum()
     )
     q = checks.live_quality(later, 1000, min_labelled=300, min_positives=10)
     assert q["judged"] and q["auc"] == pytest.approx(0.5) and q["coverage"] == 1.0
-    assert q["calibration"] == pytest.approx(0.05 / later[catalog.LABEL].mean())
+    assert q["calibration"] == pytest.approx(0.05 / later[contract.LABEL].mean())
 
 
 def test_outcome_rate_counts_settled_impressions_only(shop):
@@ -158,8 +158,8 @@ def test_outcome_rate_counts_settled_impressions_only(shop):
         settled_outcomes(traffic, feed, 100.0 + ATTRIBUTION_WINDOW_S), 1000, training, 300
     )
     assert later["settled"] == 1000 and later["judged"] and later["coverage"] == 1.0
-    assert later["rate"] == pytest.approx(rows[catalog.LABEL].mean())
-    assert later["training_rate"] == pytest.approx(spans[1][catalog.LABEL].mean())
+    assert later["rate"] == pytest.approx(rows[contract.LABEL].mean())
+    assert later["training_rate"] == pytest.approx(spans[1][contract.LABEL].mean())
     assert 0.5 < later["ratio"] < 2.0  # the same shop a day later: no label shift
     assert not trigger.signals([], None, None, MonitoringConfig(), outcome_rate=later)
 
@@ -191,8 +191,8 @@ def test_label_shift_on_served_traffic_is_reported_against_the_training_rate(tmp
                    trigger_retrain=False, echo=lambda s: None)  # fmt: skip
     rate = result.report["outcome_rate"]
     assert rate["settled"] == WINDOW_ROWS and rate["judged"]
-    assert rate["rate"] == pytest.approx(part[catalog.LABEL].mean())
-    assert rate["training_rate"] == pytest.approx(spans[1][catalog.LABEL].mean())
+    assert rate["rate"] == pytest.approx(part[contract.LABEL].mean())
+    assert rate["training_rate"] == pytest.approx(spans[1][contract.LABEL].mean())
     assert rate["ratio"] > 2.5
     assert not result.report["drifted_features"]  # the features did not move
     assert any(s.startswith("outcome rate ") for s in result.report["signals"])

@@ -29,14 +29,15 @@ from test_manifests import (
 
 from monitoring.cli import build_parser
 from monitoring.metrics import registry_for
-from pipelines.config import REPO_ROOT, MonitoringConfig, load_config
+from settings import MonitoringConfig, load_config
+from tests.paths import REPO_ROOT
 
 MONITORING = REPO_ROOT / "manifests" / "monitoring"
 RECURRING_RUN = REPO_ROOT / "manifests" / "kfp" / "recurring-run.yaml"
 RBAC = REPO_ROOT / "manifests" / "kfp" / "rbac.yaml"
 CRONJOB_NAME = "shop-ranking-monitor"
 COMMAND = [
-    "shop-monitor", "check", "--config", "/app/conf/kubeflow.yaml", "--alert-exit-code", "0",
+    "shop-monitor", "check", "--config", "kubeflow", "--alert-exit-code", "0",
 ]  # fmt: skip
 
 
@@ -104,15 +105,17 @@ def test_the_command_checks_with_the_config_the_image_carries(container, config)
     assert args == COMMAND
     parsed = build_parser().parse_args(args[1:])  # flags the CLI really has
     assert (parsed.command, parsed.alert_exit_code, parsed.no_retrain) == ("check", 0, False)
-    # The image copies conf/ to /app/conf (Dockerfile); the same file it compiles the package with.
-    in_image = PurePosixPath(_flag(args, "--config"))
-    assert (REPO_ROOT / "conf" / in_image.relative_to("/app/conf")).is_file()
+    # A named config: settings/conf/<name>.yaml, package data in the installed package (so in the
+    # image too); the same one the Dockerfile compiles the package with.
+    in_image = _flag(args, "--config")
+    assert (REPO_ROOT / "settings" / "conf" / f"{in_image}.yaml").is_file()
+    assert load_config(in_image) == config
     compiles = [
         _flag(rest.split(), "--config")
         for name, rest in _dockerfile_instructions()
         if name == "RUN" and "shop-pipeline compile" in rest
     ]
-    assert compiles == [str(in_image)]
+    assert compiles == [in_image]
     # What a retrain needs from that config: a KFP run, the API in the cluster, and the compiled
     # package, at kubeflow.package_path from the image's WORKDIR.
     assert config.monitoring.retrain == "kubeflow"

@@ -14,7 +14,7 @@ from components import features as F
 from components.preprocessing import DEFAULT_PARAMS, categorical_sizes, preprocessing_fn
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE, export_serving_model
 from components.training import HParams, TrainData, train
-from pipelines.schema_tool import load_schema
+from contract.schema_tool import load_schema
 from simulator.generate import SimulationOptions, generate_span
 
 

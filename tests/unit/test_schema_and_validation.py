@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
 
+import contract
 from components import validation as V
-from pipelines.config import SCHEMA_PATH
-from pipelines.schema_tool import build_schema, load_schema, render
-from simulator import catalog
+from contract import SCHEMA_PATH
+from contract.schema_tool import build_schema, load_schema, render
 from simulator.generate import SimulationOptions, build_shop, generate_span
 
 
@@ -19,12 +19,12 @@ def test_checked_in_schema_is_what_the_tool_builds():
 
 def test_schema_covers_every_column_with_the_catalogue_domains():
     schema = load_schema()
-    assert [f.name for f in schema.feature] == list(catalog.COLUMNS)
+    assert [f.name for f in schema.feature] == list(contract.COLUMNS)
     domains = {d.name: list(d.value) for d in schema.string_domain}
-    assert domains["device"] == list(catalog.DEVICES) and domains["country"] == list(
-        catalog.COUNTRIES
+    assert domains["device"] == list(contract.DEVICES) and domains["country"] == list(
+        contract.COUNTRIES
     )
-    label = next(f for f in schema.feature if f.name == catalog.LABEL)
+    label = next(f for f in schema.feature if f.name == contract.LABEL)
     assert "SERVING" in label.not_in_environment
 
 
@@ -79,10 +79,10 @@ def test_label_shift_is_reported_as_label_drift_with_both_rates():
     shop = build_shop(options)
     previous, current = (generate_span(options, span, shop)[0] for span in (1, 2))
     drift = V.detect_drift(_stats(current), _stats(previous), load_schema())
-    assert set(drift.anomaly_info) == {catalog.LABEL}
+    assert set(drift.anomaly_info) == {contract.LABEL}
     (finding,) = V.findings(drift, "train")
     assert finding.is_drift and finding.kinds == ("COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",)
-    rates = (current[catalog.LABEL].mean(), previous[catalog.LABEL].mean())
+    rates = (current[contract.LABEL].mean(), previous[contract.LABEL].mean())
     assert rates[0] > 2.5 * rates[1]
     assert f"label rate (share of purchased = 1) {rates[0]:.4f} vs {rates[1]:.4f}" in finding.line()
 
@@ -106,9 +106,9 @@ def test_another_datasets_file_is_named_as_a_column_mismatch_first(tmp_path):
     taxi = pd.read_csv(path)
     anomalies = tfdv.validate_statistics(_stats(taxi), load_schema())
     found = V.findings(anomalies, "train") + V.findings(anomalies, "eval")
-    assert len(found) == 2 * (len(catalog.COLUMNS) + len(taxi.columns))  # one line each, as before
+    assert len(found) == 2 * (len(contract.COLUMNS) + len(taxi.columns))  # one line each, as before
     first, second, *detail = V.gate_message(found, []).splitlines()
-    missing = ", ".join(sorted(catalog.COLUMNS))
+    missing = ", ".join(sorted(contract.COLUMNS))
     unexpected = ", ".join(sorted(taxi.columns))
     assert first == (
         "Data validation gate: the columns do not match the shop's schema: "

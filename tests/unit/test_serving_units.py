@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.config import load_config
 from serving import ab
 from serving.ab_report import auc, build_report, render
 from serving.batcher import MicroBatcher
 from serving.contract import Contract, RequestError
 from serving.request_log import RequestLog, read_log
+from settings import load_config
 
 CONTRACT = Contract(
     features={

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator import catalog
+import contract
 from simulator.cli import main as sim_main
 from simulator.generate import (
     SimulationOptions,
@@ -26,14 +26,14 @@ def test_same_seed_same_rows_other_seed_other_rows():
 
 def test_columns_domains_and_label_statistics():
     frame, report = generate_span(SimulationOptions(rows_per_span=50_000), 1)
-    assert tuple(frame.columns) == catalog.COLUMNS
-    assert set(frame["device"]) == set(catalog.DEVICES)
-    assert set(frame["referrer"]) == set(catalog.REFERRERS)
-    assert set(frame["category"]) <= set(catalog.CATEGORIES)
-    assert set(frame["brand"]) <= set(catalog.BRANDS)
-    assert frame["hour"].between(*catalog.HOURS).all()
-    assert frame["position"].between(*catalog.POSITIONS).all()
-    assert frame["rating"].between(*catalog.RATING).all()
+    assert tuple(frame.columns) == contract.COLUMNS
+    assert set(frame["device"]) == set(contract.DEVICES)
+    assert set(frame["referrer"]) == set(contract.REFERRERS)
+    assert set(frame["category"]) <= set(contract.CATEGORIES)
+    assert set(frame["brand"]) <= set(contract.BRANDS)
+    assert frame["hour"].between(*contract.HOURS).all()
+    assert frame["position"].between(*contract.POSITIONS).all()
+    assert frame["rating"].between(*contract.RATING).all()
     assert (frame["price"] > 0).all() and frame["user_category_affinity"].between(0, 1).all()
     assert frame["impression_id"].is_unique
     # A realistic purchase rate and a ceiling with real signal, well short of perfect.
@@ -90,7 +90,7 @@ def test_label_shift_moves_the_purchase_rate_and_nothing_else():
     shifted, after = generate_span(
         SimulationOptions(rows_per_span=5000, spans=2, label_shift=5.0, label_shift_spans=(2,)), 2
     )
-    features = [c for c in catalog.COLUMNS if c != catalog.LABEL]
+    features = [c for c in contract.COLUMNS if c != contract.LABEL]
     pd.testing.assert_frame_equal(plain[features], shifted[features])
     assert after.label_shift == 5.0 and before.label_shift == 1.0
     assert 2.5 < after.purchase_rate / before.purchase_rate < 5.0

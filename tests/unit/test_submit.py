@@ -602,7 +602,7 @@ def test_the_monitors_kubeflow_retrain_submits_a_run_on_the_newest_span(
     kfp_api, package, tmp_path, s3_server
 ):
     from monitoring.retrain import retrain_kubeflow
-    from pipelines.config import load_config
+    from settings import load_config
 
     for span in (1, 2, 3):
         (tmp_path / "data" / f"span-{span}").mkdir(parents=True)

@@ -13,8 +13,8 @@ from test_manifests import round_trip_differences
 
 from components import tfjob
 from components.train_worker import worker_args
-from pipelines.config import load_config
 from pipelines.pipeline import _tfjob_settings
+from settings import load_config
 
 BASE = "/apis/kubeflow.org/v1/namespaces/team/tfjobs"
 

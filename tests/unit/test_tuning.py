@@ -32,7 +32,7 @@ from components.tuning.metrics import median_stop_rule, parse_metrics, should_st
 from components.tuning.report import TuningError
 from components.tuning.suggestions import grid_values, make_suggester
 from components.tuning.trial import parse_args
-from pipelines.config import NOT_TUNABLE, ConfigError, TrainingConfig, load_config
+from settings import NOT_TUNABLE, ConfigError, TrainingConfig, load_config
 
 pytestmark = pytest.mark.unit
 
@@ -176,7 +176,7 @@ def test_overrides_merge_into_the_default_space():
 
 
 def test_the_katib_manifest_is_what_the_config_generates():
-    expected = manifest_text(load_config("kubeflow"), "conf/kubeflow.yaml")
+    expected = manifest_text(load_config("kubeflow"), "settings/conf/kubeflow.yaml")
     assert MANIFEST.read_text() == expected, (
         "manifests/katib/experiment.yaml is stale: run `make katib-manifest`"
     )

@@ -1,4 +1,9 @@
-"""The shop's closed vocabularies and column order: the contract the curated schema checks."""
+"""The shop's export: column order, the label, the example id and the closed vocabularies.
+
+The bottom of the import layers: the curated schema (contract/schema_tool.py), the features
+(components/features.py), the monitor and the simulator all read these names; nothing here imports
+the rest of the repo. A shop with its own export edits this file and the schema, not the pipeline.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ POSITIONS = (1, 20)
 RATING = (1.0, 5.0)
 
 LABEL = "purchased"
+# One row per impression: the id the request log, the outcomes and the serving response share.
+EXAMPLE_ID = "impression_id"
 # Column order of the CSV the shop writes (the event log's export format).
 COLUMNS: tuple[str, ...] = (
     "impression_id",

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import (
+from settings import (
     SERVER_FLAG_FIELDS,
     ConfigError,
     PipelineConfig,
@@ -171,7 +171,7 @@ def storage_uri(config: PipelineConfig) -> str:
 
 def request_log_settings(config: PipelineConfig) -> dict[str, Any]:
     """KServeSettings' request log fields. The predictor logs only with serving.log_requests, a
-    PVC (kubeflow.pvc_name) and request_log_dir under kubeflow.pvc_mount_path (conf/kubeflow.yaml:
+    PVC (kubeflow.pvc_name) and request_log_dir under kubeflow.pvc_mount_path (settings/conf/kubeflow.yaml:
     /mnt/shop/outputs/serving_logs): the same path in the predictor pod as in the monitor's. Else
     (no PVC, output_root in an object store or outside the mount) the InferenceService writes no
     request log."""

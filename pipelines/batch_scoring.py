@@ -33,8 +33,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from components.pusher import newest_version
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
-from pipelines.config import PipelineConfig
 from pipelines.spans import SpanError, available_spans
+from settings import PipelineConfig
 
 VERSION_COLUMN = "model_version"
 SHARD_PREFIX = "predictions"

@@ -1,6 +1,6 @@
 """One typed configuration for the pipeline, its runners, the compiler and the notebooks.
 
-Values come from conf/<env>.yaml, then `section.key=value` overrides (from the CLI or a notebook).
+Values come from settings/conf/<env>.yaml (or a YAML file's path), then `section.key=value` overrides (from the CLI or a notebook).
 Unknown keys and wrongly typed values fail with the field's dotted name.
 """
 
@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+# The named configs ship inside the package (package data), so `--config kubeflow` works from an
+# installed wheel or the image as well as from a checkout.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class _Section(BaseModel):
@@ -766,7 +766,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(
     env_or_path: str | Path = "local", overrides: list[str] | dict[str, Any] | None = None
 ) -> PipelineConfig:
-    """Loads conf/<env>.yaml (or a path) and applies overrides; errors name the file and field."""
+    """Loads settings/conf/<env>.yaml (or a path) and applies overrides; errors name the file and field."""
     path = Path(env_or_path)
     if not path.suffix:
         path = CONF_DIR / f"{env_or_path}.yaml"
