@@ -1,4 +1,4 @@
-"""Kubeflow runner: compile create_pipeline(config, target="kubeflow") to a KFP v2 YAML package.
+"""Kubeflow runner: compile create_pipeline(config, KubeflowPlatform(config)) to a KFP v2 YAML package.
 
 Thin on purpose: TFX's KubeflowV2DagRunner compiles; this adds what the open-source KFP backend
 needs and TFX does not write (the pipeline root, caching off for span readers, an optional PVC
@@ -12,6 +12,7 @@ from tfx.orchestration import data_types
 
 from pipelines import kfp_spec
 from pipelines.pipeline import create_pipeline
+from pipelines.platforms import KubeflowPlatform
 from settings import PipelineConfig
 
 # The image's entrypoint is not relied on: every step names its command in the spec. It is our
@@ -29,7 +30,7 @@ def compile_spec(config: PipelineConfig) -> tuple[kfp_spec.PipelineSpec, dict | 
     # `submit` sends this root with every run. It stays in the spec for the KFP UI and other
     # runners, and a root KFP would refuse fails here, before anything is built or uploaded.
     root = kfp_spec.check_pipeline_root(config.pipeline_root)
-    pipeline = create_pipeline(config, target="kubeflow")
+    pipeline = create_pipeline(config, KubeflowPlatform(config))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             display_name=config.name,

@@ -2,116 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Literal
-
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
-from google.protobuf import json_format
 from tfx import v1 as tfx
-from tfx.components.example_gen.component import FileBasedExampleGen
-from tfx.dsl.components.base import executor_spec
-from tfx.proto import range_config_pb2
 
-from components import arrow_csv
 from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import ROLLBACK_TO_SPAN_KEY, TRAINING_SPAN_KEY, IdempotentPusher
-from components.span_example_gen import SpanCsvExampleGen
 from components.tuning.component import KatibTuner, TunerSettings
 from components.validation_components import DriftValidator, ValidationGate
 from contract import LABEL
 from pipelines.kserve_push import pusher_custom_config
-from pipelines.spans import SpanSelection, select_spans
-from settings import ConfigError, PipelineConfig
+from pipelines.platforms import LocalPlatform, Platform, absolute
+from settings import PipelineConfig
 
 # Referenced by import path of the installed package, so a Kubeflow pod needs no module file upload.
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 # The curated schema as shipped in the installed package (contract/), in every runner.
 SCHEMA_FILE = "package://contract/schema.pbtxt"
-
-
-Target = Literal["local", "kubeflow"]
-
-
-class RunParameters:
-    """Kubeflow run-time parameters (the KFP UI's run form), defaults from the config.
-
-    Proto-valued ones are JSON, as TFX's RuntimeParameter requires; the local runner uses the
-    config values directly. Beam args and resources are container settings: change them with
-    `compile --set ...`.
-    """
-
-    def __init__(self, config: PipelineConfig):
-        training = config.training
-        self.data_root = tfx.dsl.experimental.RuntimeParameter(
-            name="data_root", ptype=str, default=config.data.root
-        )
-        self.span = tfx.dsl.experimental.RuntimeParameter(
-            name="span", ptype=int, default=config.data.span or 0
-        )
-        self.train_args = tfx.dsl.experimental.RuntimeParameter(
-            name="train_args", ptype=str, default=json.dumps({"num_steps": training.train_steps})
-        )
-        self.eval_config = tfx.dsl.experimental.RuntimeParameter(
-            name="eval_config",
-            ptype=str,
-            default=json_format.MessageToJson(
-                eval_config(config), sort_keys=True, indent=None, preserving_proto_field_name=True
-            ),
-        )
-
-
-def _split_configs(config: PipelineConfig) -> tuple[tfx.proto.Input, tfx.proto.Output]:
-    data = config.data
-    return (
-        tfx.proto.Input(
-            splits=[tfx.proto.Input.Split(name="single_split", pattern=data.file_pattern)]
-        ),
-        tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(
-                splits=[
-                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
-                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets),
-                ]
-            )
-        ),
-    )
-
-
-def _example_gen(config: PipelineConfig, span: int, component_id: str) -> FileBasedExampleGen:
-    """Local: a file-based ExampleGen with the CSV reader of data.csv_reader; its driver resolves
-    the span and skips unchanged inputs."""
-    input_config, output_config = _split_configs(config)
-    arguments = dict(
-        input_base=_absolute(config.data.root),
-        input_config=input_config,
-        output_config=output_config,
-        range_config=range_config_pb2.RangeConfig(
-            static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
-        ),
-    )
-    if config.data.csv_reader == "tfx":
-        return tfx.components.CsvExampleGen(**arguments).with_id(component_id)
-    return FileBasedExampleGen(
-        **arguments, custom_executor_spec=executor_spec.BeamExecutorSpec(arrow_csv.Executor)
-    ).with_id(component_id)
-
-
-def _kubeflow_example_gen(
-    config: PipelineConfig, params: RunParameters, span_offset: int, component_id: str
-) -> SpanCsvExampleGen:
-    """Kubeflow: the span is a run parameter resolved inside the step (components/span_example_gen)."""
-    input_config, output_config = _split_configs(config)
-    return SpanCsvExampleGen(
-        input_base=params.data_root,
-        input_config=input_config,
-        output_config=output_config,
-        span=params.span,
-        span_offset=span_offset,
-        csv_reader=config.data.csv_reader,
-    ).with_id(component_id)
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -173,32 +81,17 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 def create_pipeline(
     config: PipelineConfig,
+    platform: Platform | None = None,
     *,
-    target: Target = "local",
-    spans: SpanSelection | None = None,
     metadata_connection_config=None,
 ) -> tfx.dsl.Pipeline:
-    """Builds the TFX pipeline for `config`.
-
-    target="local": spans are read from data.root now (the newest and the one before).
-    target="kubeflow": nothing TFX emits that open-source KFP v2 cannot run (no resolver nodes, no
-    driver hooks); the span, data root, training steps and eval config are run parameters.
-    """
-    kubeflow = target == "kubeflow"
-    if kubeflow and config.evaluation.compare_with_blessed_baseline:
-        raise ConfigError(
-            "evaluation.compare_with_blessed_baseline: open-source KFP v2 does not run resolver "
-            "nodes, so Kubeflow mode has no latest-blessed-model baseline; set it to false "
-            "(settings/conf/kubeflow.yaml does) and the absolute thresholds decide the blessing"
-        )
-    params = RunParameters(config) if kubeflow else None
-    if kubeflow:
-        example_gen = _kubeflow_example_gen(config, params, 0, "CsvExampleGen")
-        previous_span = 1 if config.validation.compare_with_previous_span else None
-    else:
-        spans = spans or select_spans(config.data)
-        example_gen = _example_gen(config, spans.current, "CsvExampleGen")
-        previous_span = spans.previous if config.validation.compare_with_previous_span else None
+    """Builds the TFX pipeline for `config` on `platform` (default: LocalPlatform, spans read
+    from data.root now). KubeflowPlatform gives nothing that open-source KFP v2 cannot run (no
+    resolver nodes, no driver hooks), with the span, data root, training steps and eval config as
+    run parameters (pipelines/platforms.py)."""
+    platform = platform or LocalPlatform(config)
+    platform.check()
+    example_gen = platform.example_gen("current", "CsvExampleGen")
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], stats_options=_stats_options(config)
     )
@@ -208,13 +101,9 @@ def create_pipeline(
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator]
 
-    drift_anomalies = None
-    if previous_span is not None:
-        baseline_gen = (
-            _kubeflow_example_gen(config, params, 1, "BaselineExampleGen")
-            if kubeflow
-            else _example_gen(config, previous_span, "BaselineExampleGen")
-        )
+    gate_inputs = {"schema_anomalies": example_validator.outputs["anomalies"]}
+    if platform.has_previous_span:
+        baseline_gen = platform.example_gen("previous", "BaselineExampleGen")
         baseline_statistics = tfx.components.StatisticsGen(
             examples=baseline_gen.outputs["examples"], stats_options=_stats_options(config)
         ).with_id("BaselineStatisticsGen")
@@ -223,12 +112,8 @@ def create_pipeline(
             baseline_statistics=baseline_statistics.outputs["statistics"],
             schema=schema_gen.outputs["schema"],
         )
-        drift_anomalies = drift_validator.outputs["anomalies"]
+        gate_inputs["drift_anomalies"] = drift_validator.outputs["anomalies"]
         components += [baseline_gen, baseline_statistics, drift_validator]
-
-    gate_inputs = {"schema_anomalies": example_validator.outputs["anomalies"]}
-    if drift_anomalies is not None:
-        gate_inputs["drift_anomalies"] = drift_anomalies
     gate = ValidationGate(**gate_inputs, block_on_drift=config.validation.block_on_drift)
 
     transform = tfx.components.Transform(
@@ -256,18 +141,13 @@ def create_pipeline(
         "distribution": config.distribution.model_dump(exclude={"workers", "job_timeout_s"}),
     }
     if config.distribution.strategy == "multi_worker":
-        if kubeflow:
-            trainer_config["tfjob"] = _tfjob_settings(config)
-        else:  # worker processes on this machine (components.local_workers)
-            trainer_config["local_workers"] = config.distribution.workers
+        trainer_config.update(platform.multi_worker_settings())
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=(
-            params.train_args if kubeflow else tfx.proto.TrainArgs(num_steps=training.train_steps)
-        ),
+        train_args=platform.train_args(),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config=trainer_config,
         # run_fn prefers the tuner's values over custom_config["hyperparameters"].
@@ -277,8 +157,11 @@ def create_pipeline(
     evaluator_inputs = {}
     # A rollback goes back on the newer model by decision: the absolute thresholds still bless it,
     # the comparison with that newer (latest blessed) model does not apply.
-    rollback = config.pusher.rollback_to_span
-    if config.evaluation.compare_with_blessed_baseline and not kubeflow and rollback is None:
+    if (
+        config.evaluation.compare_with_blessed_baseline
+        and platform.resolves_blessed_baseline()
+        and config.pusher.rollback_to_span is None
+    ):
         baseline_model = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -290,7 +173,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         schema=schema_gen.outputs["schema"],
-        eval_config=params.eval_config if kubeflow else eval_config(config),
+        eval_config=platform.eval_config(eval_config(config)),
         **evaluator_inputs,
     )
     pusher = IdempotentPusher(
@@ -298,27 +181,23 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=_absolute(config.serving_dir)
+                base_directory=absolute(config.serving_dir)
             )
         ),
         # its KServe InferenceServices; the span trained on (locally known now) and a rollback
-        custom_config=_pusher_config(config, None if kubeflow else spans.current),
+        custom_config=_pusher_config(config, platform.trained_span),
         statistics=statistics_gen.outputs["statistics"],  # the monitor's skew baseline
     ).with_id("Pusher")
     components += [gate, transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
-    if kubeflow:
-        for component in components:
-            resources = config.kubeflow.resources.get(component.id)
-            if component is trainer and "tfjob" in trainer_config:
-                continue  # the pod only waits for the TFJob; its workers get these resources
-            if component is tuner and config.tuning.backend == "cluster":
-                continue  # the pod only waits for Katib; the trial pods get the Trainer's
-            if resources is not None:
-                component.with_platform_config(_resource_spec(resources))
+    # A pod that only waits for a TFJob or a Katib experiment: its workers get the resources.
+    waiting = {trainer.id} if "tfjob" in trainer_config else set()
+    if tuner and config.tuning.backend == "cluster":
+        waiting.add(tuner.id)
+    platform.finish(components, skip=waiting)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
-        pipeline_root=_absolute(config.pipeline_root),
+        pipeline_root=absolute(config.pipeline_root),
         components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
@@ -345,16 +224,6 @@ def _stats_options(config: PipelineConfig) -> tfdv.StatsOptions | None:
     return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
 
 
-def _tfjob_settings(config: PipelineConfig) -> dict:
-    """components.tfjob.TFJobSettings for the Trainer's TFJob: each worker gets the Trainer's
-    resources, the image and the PVC every step uses."""
-    return {
-        **config.trainer_pod(),
-        "workers": config.distribution.workers,
-        "timeout_s": config.distribution.job_timeout_s,
-    }
-
-
 def _tuner_settings(config: PipelineConfig) -> TunerSettings:
     """KatibTuner's parameter: the search, the training values it starts from and, for the
     cluster backend, the trial pods (the Trainer's resources, the image and the PVC)."""
@@ -365,23 +234,3 @@ def _tuner_settings(config: PipelineConfig) -> TunerSettings:
         transform=config.transform.model_dump(),
         pod=config.trainer_pod() if config.tuning.backend == "cluster" else {},
     )
-
-
-def _resource_spec(resources):
-    """StepResources -> the KFP ResourceSpec the v2 compiler copies into the step's container."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
-    if resources.cpu:
-        spec.cpu_limit = spec.cpu_request = resources.cpu
-    if resources.memory_gb:
-        spec.memory_limit = spec.memory_request = resources.memory_gb
-    if resources.accelerator_type:
-        spec.accelerator.type = resources.accelerator_type
-        spec.accelerator.count = resources.accelerator_count
-    return spec
-
-
-def _absolute(path: str) -> str:
-    """Local paths become absolute (TFX records URIs); object-store URIs stay as they are."""
-    return path if "://" in path else os.path.abspath(path)

@@ -1,34 +1,41 @@
-"""What a run produced, read back from ML Metadata: stages, metrics, blessing, push, Bayes ceiling."""
+"""What a run produced, read back from ML Metadata: stages, metrics, blessing, push, and the best
+AUC reachable on the eval rows when the data's source knows it.
+
+The ceiling comes from a plugin, not an import: a data source that knows its ground truth (the
+simulator) registers a function under the entry-point group `shop_ranking.ceilings`
+(pyproject.toml). The pipeline runs without any; a shop's own export then has no known ceiling.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
 
 import numpy as np
 
 import contract
 from pipelines.metadata import custom_property, latest_run, open_store
 from settings import PipelineConfig
-from simulator.generate import truth_of_span
-from simulator.truth import bayes_auc
 
-# Columns the ground truth reads (types come from the curated schema).
-_TRUTH_COLUMNS = (
-    "user_category_affinity",
-    "price",
-    "user_avg_price",
-    "rating",
-    "days_since_last_visit",
-    "position",
-    "on_sale",
-    "hour",
-    "device",
-    "referrer",
-    contract.LABEL,
-)
+CEILING_ENTRY_POINTS = "shop_ranking.ceilings"
+# The eval rows handed to a ceiling: every column of the export but the ids (types from the schema).
+_EVAL_COLUMNS = tuple(c for c in contract.COLUMNS if c not in ("impression_id", "user_id"))
+
+
+def known_ceiling(
+    data_root: str, span: int, rows: Mapping[str, np.ndarray], labels: np.ndarray
+) -> float | None:
+    """The best AUC any model can reach on these rows, from the first registered ceiling that
+    knows data_root (each returns None for data it did not write); None when none does."""
+    for entry in sorted(entry_points(group=CEILING_ENTRY_POINTS), key=lambda e: e.name):
+        value = entry.load()(data_root, span, rows, labels)
+        if value is not None:
+            return float(value)
+    return None
 
 
 @dataclass
@@ -66,7 +73,7 @@ class RunSummary:
 
 
 def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarray]:
-    """The columns the ground truth needs, from ExampleGen's gzipped TFRecords of one split."""
+    """The export's columns (but the ids) from ExampleGen's gzipped TFRecords of one split."""
     import tensorflow as tf
     from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -74,7 +81,7 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
 
     dtypes = {schema_pb2.FLOAT: tf.float32, schema_pb2.INT: tf.int64, schema_pb2.BYTES: tf.string}
     types = {feature.name: feature.type for feature in load_schema().feature}
-    spec = {name: tf.io.FixedLenFeature([], dtypes[types[name]]) for name in _TRUTH_COLUMNS}
+    spec = {name: tf.io.FixedLenFeature([], dtypes[types[name]]) for name in _EVAL_COLUMNS}
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"no files for split {split!r} under {examples_uri}")
@@ -88,7 +95,7 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
         for name, values in batch.items():
             columns[name].append(values.numpy())
     out = {name: np.concatenate(parts) for name, parts in columns.items()}
-    for name in _TRUTH_COLUMNS:
+    for name in _EVAL_COLUMNS:
         if types[name] == schema_pb2.BYTES:
             out[name] = out[name].astype(str)
     return out
@@ -160,12 +167,9 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     if summary.examples_uri and summary.span is not None and summary.metrics:
         rows = read_eval_rows(summary.examples_uri)
         summary.eval_rows = int(len(rows[contract.LABEL]))
-        try:
-            truth = truth_of_span(os.path.abspath(config.data.root), summary.span)
-        except (FileNotFoundError, KeyError):
-            truth = None  # data not written by the simulator: no known ceiling
-        if truth is not None:
-            summary.bayes_auc = bayes_auc(rows, rows[contract.LABEL], truth)
+        summary.bayes_auc = known_ceiling(  # None: no source knows this data's ceiling
+            os.path.abspath(config.data.root), summary.span, rows, rows[contract.LABEL]
+        )
     return summary
 
 

@@ -28,9 +28,9 @@ def s3_server():
     """A loopback S3 API server (moto; tests/object_store.py) for this test process, its log under
     outputs/services/; the process's S3 clients (tensorflow-io, boto3) are pointed at it."""
     import object_store
+    from repo_paths import REPO_ROOT
 
     from settings import ObjectStoreConfig
-    from tests.paths import REPO_ROOT
 
     with object_store.running(REPO_ROOT / "outputs" / "services" / "moto") as server:
         settings = ObjectStoreConfig(endpoint=server.endpoint, region=object_store.REGION)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from e2e_data import config_for
+from repo_paths import REPO_ROOT
 
 from serving import ab
 from serving.cli import main as shop_serve
@@ -26,7 +27,6 @@ from serving.loadgen import run_load, span_instances, v2_body
 from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
-from tests.paths import REPO_ROOT
 
 # Reads first_run only: the worker that repeats it for the distributed test serves it too.
 pytestmark = pytest.mark.xdist_group("distributed")

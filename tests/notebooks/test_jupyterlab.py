@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO_ROOT
 
 from pipelines.docs import KERNEL_NAME
-from tests.paths import REPO_ROOT
 
 # One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")

@@ -5,9 +5,9 @@ import json
 
 import nbformat
 import pytest
+from repo_paths import REPO_ROOT
 
 from pipelines.docs import KERNEL_NAME, ci_parameters, execute, notebooks
-from tests.paths import REPO_ROOT
 
 # One xdist worker runs the notebooks in order: 03 reuses 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")

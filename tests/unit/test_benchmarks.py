@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.paths import REPO_ROOT
+from repo_paths import REPO_ROOT
 
 
 def test_training_throughput_reports_both_inputs_and_their_ratio(tmp_path):

@@ -5,7 +5,6 @@ explicit rollback, and the run summary says which happened (docs/data-versions.m
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +17,10 @@ from tfx.utils import json_utils, proto_utils
 from components import pusher as P
 from components.span_example_gen import SpanError as StepSpanError
 from components.span_example_gen import resolve_span
+from contract import layout
 from pipelines.cli import main as pipeline_cli
 from pipelines.pipeline import create_pipeline
+from pipelines.platforms import LocalPlatform
 from pipelines.spans import SpanError, SpanSelection, available_spans, select_spans
 from pipelines.summary import RunSummary, render
 from settings import ConfigError, load_config
@@ -160,7 +161,7 @@ class PushRig:
         return pushed, model_artifact.uri
 
     def versions(self) -> list[str]:
-        return sorted(os.listdir(self.serving)) if self.serving.is_dir() else []
+        return layout.local_versions(self.serving)
 
     def record(self, version: str) -> dict:
         return json.loads((self.serving / version / P.PUSH_RECORD).read_text())
@@ -267,7 +268,7 @@ def test_a_rollback_names_its_span_twice_and_the_cli_sets_both(tmp_path, capsys)
 def test_a_rollback_pipeline_skips_the_baseline_comparison_and_tells_the_pusher():
     def nodes(*overrides):
         config = load_config("local", list(overrides))
-        pipeline = create_pipeline(config, spans=SpanSelection(current=2, previous=1))
+        pipeline = create_pipeline(config, LocalPlatform(config, SpanSelection(current=2, previous=1)))
         return {component.id: component for component in pipeline.components}
 
     regular = nodes()

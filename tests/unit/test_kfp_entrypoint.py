@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from repo_paths import REPO_ROOT
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as tfx_utils
 
 from components import kfp_entrypoint
-from tests.paths import REPO_ROOT
 
 UNIT_DIR = Path(__file__).resolve().parent
 EXAMPLES_SCHEMA = "title: tfx.Examples\ntype: object\n"

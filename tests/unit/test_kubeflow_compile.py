@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 from kfp_harness import HarnessError, LocalKfpHarness
+from repo_paths import REPO_ROOT
 from tfx import v1 as tfx
 
 from pipelines import kfp_spec
 from pipelines.kubeflow_runner import EXECUTOR_COMMAND, compile_package, compile_spec
 from pipelines.pipeline import create_pipeline
+from pipelines.platforms import KubeflowPlatform, LocalPlatform
 from pipelines.spans import SpanSelection
 from settings import ConfigError, load_config
-from tests.paths import REPO_ROOT
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "kfp_pipeline.yaml"
 GPU = [
@@ -204,20 +205,16 @@ def test_compiled_package_matches_the_golden_copy(tmp_path):
 
 def test_kubeflow_mode_refuses_the_blessed_model_baseline():
     with pytest.raises(ConfigError, match="evaluation.compare_with_blessed_baseline"):
-        create_pipeline(
-            load_config("kubeflow", ["evaluation.compare_with_blessed_baseline=true"]),
-            target="kubeflow",
-        )
+        config = load_config("kubeflow", ["evaluation.compare_with_blessed_baseline=true"])
+        create_pipeline(config, KubeflowPlatform(config))
 
 
 def test_what_tfx_emits_for_the_local_dag_is_refused_by_checker_and_harness(tmp_path):
     """The local DAG (CsvExampleGen's driver, the latest-blessed-model resolver) compiles with
     TFX's runner, but open-source KFP would not run it: both the compiler's check and the harness
     name each problem."""
-    pipeline = create_pipeline(
-        load_config("local", ["evaluation.compare_with_blessed_baseline=true"]),
-        spans=SpanSelection(current=2, previous=1),
-    )
+    config = load_config("local", ["evaluation.compare_with_blessed_baseline=true"])
+    pipeline = create_pipeline(config, LocalPlatform(config, SpanSelection(current=2, previous=1)))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="x")
     )

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from repo_paths import REPO_ROOT
 from test_manifests import (
     KF_PIPELINES_SA_TOKEN_PATH,
     NAMESPACE,
@@ -30,7 +31,6 @@ from test_manifests import (
 from monitoring.cli import build_parser
 from monitoring.metrics import registry_for
 from settings import MonitoringConfig, load_config
-from tests.paths import REPO_ROOT
 
 MONITORING = REPO_ROOT / "manifests" / "monitoring"
 RECURRING_RUN = REPO_ROOT / "manifests" / "kfp" / "recurring-run.yaml"
