@@ -4,7 +4,8 @@ The model server runs in its own environment (serving/requirements.lock: no TFX,
 tensorflow-metadata), so it cannot read the schema proto. At export time the Trainer turns the
 curated schema's SERVING view into plain JSON (feature types, required fields, domains) inside the
 SavedModel's assets.extra/ folder, which Pusher copies with the model and TF Serving ignores. The
-server validates every request against it (serving/contract.py).
+server validates every request against it (serving/contract.py); contract/layout.py names the
+file for both.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-CONTRACT_DIR = "assets.extra"
-CONTRACT_FILE = "serving_contract.json"
+from contract import layout
 
 _TYPES = {schema_pb2.BYTES: "string", schema_pb2.INT: "int", schema_pb2.FLOAT: "float"}
 
@@ -57,7 +57,7 @@ def build_contract(
 
 
 def write_contract(model_dir: str, contract: dict[str, Any]) -> str:
-    path = os.path.join(model_dir, CONTRACT_DIR, CONTRACT_FILE)
+    path = os.path.join(model_dir, layout.SERVING_CONTRACT)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(json.dumps(contract, indent=2, sort_keys=True))

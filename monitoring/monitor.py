@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import pandas as pd
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.pusher import TRAINING_STATISTICS
+from contract import layout
 from contract.schema_tool import load_schema
 from monitoring import checks, report, trigger
 from monitoring.metrics import write_metrics
@@ -62,7 +61,7 @@ def training_statistics(
 ) -> statistics_pb2.DatasetFeatureStatisticsList | None:
     if version is None:
         return None
-    path = versions.join(config.serving_dir, version, TRAINING_STATISTICS)
+    path = versions.join(config.serving_dir, version, layout.TRAINING_STATISTICS)
     return tfdv.load_stats_binary(path) if versions.exists(path) else None
 
 
@@ -173,7 +172,7 @@ def check(
         )
     if train_stats is None and version is not None:
         notes.append(
-            f"version {version} carries no {TRAINING_STATISTICS}: skew and the training "
+            f"version {version} carries no {layout.TRAINING_STATISTICS}: skew and the training "
             "outcome rate not checked"
         )
     if previous is None:
@@ -189,20 +188,20 @@ def check(
     )  # fmt: skip
     folder = os.path.join(directory, WINDOWS_DIR, window.name)
     os.makedirs(folder, exist_ok=True)
+    # Every file by write-then-rename (contract/layout.py): a dashboard reading latest.* or the
+    # next check reading this window never sees half a file.
     if window_stats is not None:
-        with open(os.path.join(folder, STATS), "wb") as handle:
-            handle.write(window_stats.SerializeToString())
+        layout.write_bytes(os.path.join(folder, STATS), window_stats.SerializeToString())
     report.write(folder, body)
     html = report.render_html(
         body, history(directory), training=train_stats, window=window_stats, previous=previous_stats
     )
-    with open(os.path.join(folder, "report.html"), "w") as handle:
-        handle.write(html)
+    layout.write_text(os.path.join(folder, "report.html"), html)
     for name in (REPORT, "report.html"):
-        shutil.copyfile(
-            os.path.join(folder, name),
-            os.path.join(directory, f"latest{os.path.splitext(name)[1]}"),
-        )
+        with open(os.path.join(folder, name), "rb") as handle:
+            layout.write_bytes(
+                os.path.join(directory, f"latest{os.path.splitext(name)[1]}"), handle.read()
+            )
     if trigger_retrain:
         state.save(directory)
     write_metrics(body, state, os.path.join(directory, "metrics.prom"), settings.pushgateway)

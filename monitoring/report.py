@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -22,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorflow_metadata.proto.v0 import statistics_pb2  # noqa: E402
+
+from contract import layout  # noqa: E402
 
 MAX_FEATURE_PLOTS = 4
 
@@ -76,12 +77,8 @@ def build(
 
 
 def write(folder: str, body: dict[str, Any]) -> str:
-    path = os.path.join(folder, "report.json")
-    partial = path + ".partial"
-    with open(partial, "w") as handle:
-        json.dump(body, handle, indent=2)
-    os.replace(partial, path)
-    return path
+    """report.json, written by rename (contract/layout.py): never half a report."""
+    return layout.write_json(os.path.join(folder, "report.json"), body, indent=2)
 
 
 def summary_lines(body: dict[str, Any]) -> list[str]:

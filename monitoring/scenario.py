@@ -15,7 +15,6 @@ on day 4 (both drifted, neither in its training data) is the loop's result.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from contract import layout
 from monitoring.checks import live_quality
 from monitoring.monitor import CheckResult, check
 from monitoring.report import summary_lines
@@ -216,9 +216,9 @@ def run_scenario(
         auc_after=drifted[-1].live_auc if len(drifted) > 1 else None,
         seconds=time.perf_counter() - started,
     )
-    path = os.path.join(config.monitoring_dir, "scenario.json")
-    with open(path, "w") as handle:
-        json.dump(result.to_dict(), handle, indent=2)
+    path = layout.write_json(
+        os.path.join(config.monitoring_dir, "scenario.json"), result.to_dict(), indent=2
+    )
     for line in render(result):
         echo(line)
     echo(f"scenario written to {path}; window reports under {config.monitoring_dir}/windows/")

@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contract import layout
 from settings import MonitoringConfig
 
 STATE_FILE = "trigger_state.json"
@@ -46,11 +47,7 @@ class TriggerState:
                 ) from err
 
     def save(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        partial = os.path.join(directory, f".{STATE_FILE}.partial")
-        with open(partial, "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
-        os.replace(partial, os.path.join(directory, STATE_FILE))
+        layout.write_json(os.path.join(directory, STATE_FILE), asdict(self), indent=2)
 
 
 @dataclass(frozen=True)

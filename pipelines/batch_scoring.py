@@ -31,8 +31,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 from tensorflow.core.protobuf import saved_model_pb2
 
-from components.pusher import newest_version
-from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
+from components.signatures import OUTPUT_KEY, RAW_SIGNATURE, score_raw_rows
+from contract import layout
 from pipelines.spans import SpanError, available_spans
 from settings import PipelineConfig
 
@@ -89,7 +89,7 @@ def resolve_model(config: PipelineConfig, version: str | None = None) -> tuple[s
     """(version, directory) of the newest pushed model under config.serving_dir, or of `version`."""
     base = config.serving_dir
     if version is None:
-        version = newest_version(base)
+        version = layout.newest(_listdir(base))
         if version is None:
             raise BatchScoringError(
                 f"no pushed model under {base}: run the pipeline (`shop-pipeline run`) until "
@@ -97,7 +97,7 @@ def resolve_model(config: PipelineConfig, version: str | None = None) -> tuple[s
             )
     model_dir = f"{base}/{version}"
     if not tf.io.gfile.exists(f"{model_dir}/saved_model.pb"):
-        found = sorted((v.rstrip("/") for v in _listdir(base) if v.rstrip("/").isdigit()), key=int)
+        found = layout.numbered(_listdir(base))
         raise BatchScoringError(
             f"model version {version} not found: {model_dir} holds no saved_model.pb "
             f"(pushed versions under {base}: {found or 'none'})"
@@ -278,11 +278,10 @@ class ParseRow(beam.DoFn):
 
 
 class _LoadedModel:
-    """The SavedModel and its serving_raw function; Shared keeps one per worker process."""
+    """The SavedModel; Shared keeps one per worker process."""
 
     def __init__(self, model_dir: str):
         self.model = tf.saved_model.load(model_dir)
-        self.signature = self.model.signatures[RAW_SIGNATURE]
 
 
 class ScoreBatch(beam.DoFn):
@@ -305,11 +304,10 @@ class ScoreBatch(beam.DoFn):
         _release_models()
 
     def process(self, batch: list[tuple[tuple[str, ...], tuple]]) -> Iterator[tuple[tuple, float]]:
-        inputs = {
-            name: tf.constant([values[i] for _, values in batch], dtype=tf.dtypes.as_dtype(dtype))
-            for i, (name, dtype) in enumerate(self._features)
+        columns = {
+            name: [values[i] for _, values in batch] for i, (name, _) in enumerate(self._features)
         }
-        scores = self._loaded.signature(**inputs)[OUTPUT_KEY].numpy().reshape(-1)
+        scores = score_raw_rows(self._loaded.model, columns)
         if len(scores) != len(batch):
             raise _RowError(f"the model returned {len(scores)} scores for {len(batch)} rows")
         self._rows.inc(len(batch))

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-CONTRACT_PATH = os.path.join("assets.extra", "serving_contract.json")
+from contract import layout  # where the contract lies in a version folder
 
 # V2 (Open Inference Protocol) datatypes each contract type accepts.
 V2_DATATYPES = {"string": ("BYTES",), "int": ("INT64", "INT32"), "float": ("FP32", "FP64")}
@@ -45,7 +44,7 @@ class Contract:
     def load(cls, model_dir: str, **settings: Any) -> Contract:
         from serving import versions  # the same store the model is loaded from
 
-        path = versions.join(model_dir, *CONTRACT_PATH.split(os.sep))
+        path = versions.join(model_dir, layout.SERVING_CONTRACT)
         if not versions.exists(path):
             raise FileNotFoundError(
                 f"{path}: no serving contract; models exported by components/signatures.py have one"

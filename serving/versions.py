@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from contract import layout
+
 
 def is_uri(path: str) -> bool:
     return "://" in path
@@ -42,13 +44,12 @@ def read_text(path: str) -> str:
 
 
 def numbered_versions(model_dir: str) -> list[str]:
-    """Version folders, oldest first (only all-digit names, as TF Serving and KServe read them)."""
+    """Version folders, oldest first, in numeric order (contract/layout.py: all-digit names, as
+    TF Serving and KServe read them)."""
     if is_uri(model_dir):
         fs = remote_fs(model_dir)
-        names = [n.rstrip("/") for n in fs.listdir(model_dir)] if fs.isdir(model_dir) else []
-    else:
-        names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
-    return sorted((n for n in names if n.isdigit()), key=int)
+        return layout.numbered(fs.listdir(model_dir)) if fs.isdir(model_dir) else []
+    return layout.local_versions(model_dir)
 
 
 def fingerprint(path: str) -> tuple:

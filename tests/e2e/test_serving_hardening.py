@@ -23,14 +23,15 @@ import tritonclient.http as triton
 from e2e_data import config_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from repo_paths import REPO_ROOT
 
+from contract import layout
 from serving.cli import serving_python
 from serving.contract import Contract
 from serving.loadgen import span_instances, v2_body
 from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
-from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.xdist_group("distributed")  # reads first_run, as test_serving does
 
@@ -51,7 +52,7 @@ def guarded(first_run, workspace, tmp_path_factory):
             url=url,
             name=name,
             contract=contract,
-            contract_path=models / version / "assets.extra" / "serving_contract.json",
+            contract_path=models / version / layout.SERVING_CONTRACT,
             rows=span_instances(str(workspace / "data" / "span-2"), contract, 64),
             v1=f"{url}/v1/models/{name}:predict",
             v2=f"{url}/v2/models/{name}/infer",
@@ -175,8 +176,8 @@ def _nan_above_100_model(version_dir: Path) -> None:
         "output": "purchase_probability",
         "features": {"price": {"type": "float", "required": True, "min": 0.01}},
     }
-    (version_dir / "assets.extra").mkdir()
-    (version_dir / "assets.extra" / "serving_contract.json").write_text(json.dumps(contract))
+    (version_dir / layout.ASSETS_EXTRA).mkdir()
+    (version_dir / layout.SERVING_CONTRACT).write_text(json.dumps(contract))
 
 
 def test_a_non_finite_score_is_a_500_with_a_reason_and_a_metric_never_a_200(workspace, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import tensorflow_data_validation as tfdv
 
 import contract
-from components.pusher import TRAINING_STATISTICS
+from contract import layout
 from contract.schema_tool import load_schema
 from monitoring import checks, trigger
 from monitoring.monitor import check
@@ -50,7 +50,7 @@ def _config(root, tmp, **monitoring):
 def _push_version(config, version: str, train: pd.DataFrame) -> None:
     """A version folder with what the monitor reads: the training statistics (the model itself
     is not needed; scores come from the log)."""
-    path = os.path.join(config.serving_dir, version, TRAINING_STATISTICS)
+    path = os.path.join(config.serving_dir, version, layout.TRAINING_STATISTICS)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     stats = tfdv.generate_statistics_from_dataframe(train.drop(columns=["impression_id"]))
     with open(path, "wb") as handle:
@@ -263,7 +263,7 @@ def test_check_reports_alerts_retrains_once_and_keeps_the_model_on_a_failed_retr
 
     def failing(cfg, log_dir, echo):
         calls.append(log_dir)
-        versions = sorted(os.listdir(cfg.serving_dir))
+        versions = layout.local_versions(cfg.serving_dir)
         return RetrainOutcome("failed", 4, "gate stopped the run", versions, versions)
 
     t, results = 1_000_000.0, []

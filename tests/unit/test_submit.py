@@ -1,8 +1,8 @@
 """`pipelines.submit` end to end: the real kfp 2.5 SDK talking HTTP to a local stand-in.
 
-The stand-in (`FakeKfpApi` behind a ThreadingHTTPServer on 127.0.0.1) plays the KFP API server
-(the `ml-pipeline` service) for the v2beta1 REST endpoints kfp 2.5's `Client` calls to upload,
-find experiments and start runs, and nothing else:
+The stand-in (`FakeKfpApi` behind tests/http_standin.py's server on 127.0.0.1) plays the KFP API
+server (the `ml-pipeline` service) for the v2beta1 REST endpoints kfp 2.5's `Client` calls to
+upload, find experiments and start runs, and nothing else:
 
     GET  /apis/v2beta1/healthz                      Client.__init__ (when no namespace is set)
     GET  /apis/v2beta1/pipelines?filter=            get_pipeline_id (display_name EQUALS)
@@ -30,12 +30,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
+from http_standin import Request, serve, stop
 
 from pipelines.submit import (
     SubmitError,
@@ -320,46 +319,25 @@ def _multipart_file(content_type: str, raw: bytes, field_name: str) -> tuple[str
     raise ApiError(400, f"multipart body has no {field_name!r} file")
 
 
-def _handler_for(api: FakeKfpApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            url = urlsplit(self.path)
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            record = Recorded(
-                method=self.command,
-                path=url.path,
-                query=dict(parse_qsl(url.query, keep_blank_values=True)),
-                authorization=self.headers.get("Authorization"),
-            )
-            status, payload = api.handle(record, self.headers.get("Content-Type", ""), raw)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # keep pytest output clean; the requests are in api.requests
-
-    return Handler
+def _answer(api: FakeKfpApi, request: Request) -> tuple[int, dict]:
+    record = Recorded(
+        method=request.method,
+        path=request.path,
+        query=request.query_single,
+        authorization=request.headers.get("Authorization"),
+    )
+    return api.handle(record, request.headers.get("Content-Type", ""), request.body)
 
 
 @pytest.fixture
 def kfp_api() -> Iterator[FakeKfpApi]:
     api = FakeKfpApi()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(api))
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server = serve(lambda request: _answer(api, request))  # tests/http_standin.py
+    api.url = f"http://127.0.0.1:{server.server_port}"
     try:
         yield api
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        stop(server)
 
 
 @pytest.fixture
