@@ -7,9 +7,11 @@ model in each version folder and, when the newest version already holds this mod
 pushed without writing anything.
 
 After a real push (blessed, a new version folder written) it also writes the KServe
-InferenceServices for that version (pipelines/kserve_manifest.py) when custom_config carries
-{"kserve": {"manifest_dir": ..., "settings": KServeSettings.to_dict()}}: the custom predictor pinned
-to the new version, and a canary against the version that was newest before the push. A model that
+InferenceServices for that version when custom_config carries {"kserve": {"render": ...,
+"manifest_dir": ..., "config": ...}} (pipelines/kserve_push.py builds it): the custom predictor
+pinned to the new version, and a canary against the version that was newest before the push.
+"render" is the renderer's dotted path, as TFX names run_fn (so this step depends on no layer
+above it), "config" the PipelineConfig as JSON, which the renderer validates again. A model that
 is not blessed, or one already serving, leaves the manifests as they are.
 
 With a `statistics` input (StatisticsGen's output for the examples the model was trained on) it
@@ -31,6 +33,8 @@ path writes the record of the version it finds serving.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 from typing import Any
@@ -46,15 +50,17 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
-SOURCE_FILE = "PUSHED_FROM"
+from contract import layout
+
+SOURCE_FILE = layout.PUSHED_FROM  # the names inside a version folder: contract/layout.py
 # Custom properties TFX's Pusher sets on the PushedModel artifact (tfx.components.pusher.executor).
 PUSHED_KEY, PUSHED_VERSION_KEY = "pushed", "pushed_version"
 STATISTICS_KEY = "statistics"
-TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside each version folder
+TRAINING_STATISTICS = layout.TRAINING_STATISTICS  # assets.extra/training_statistics.pb
 TRAIN_SPLIT = "train"
 STATS_FILE = "FeatureStats.pb"  # the name StatisticsGen writes
 # inside each version folder: {"span": ..., "rolled_back_from": ...}
-PUSH_RECORD = "PUSH_RECORD.json"
+PUSH_RECORD = layout.PUSH_RECORD
 ROLLBACK_TO_SPAN_KEY = "rollback_to_span"  # custom_config: the span of an explicit rollback
 TRAINING_SPAN_KEY = "training_span"  # custom_config: the span the run trains on, when known
 # Custom properties this executor adds to the PushedModel artifact (pipelines/summary.py reads them).
@@ -69,8 +75,7 @@ def newest_version(base_directory: str) -> str | None:
     """The highest numbered version folder (what TF Serving and KServe load), or None."""
     if not fileio.isdir(base_directory):  # fileio: local paths and object stores (gs://) alike
         return None
-    versions = [v.rstrip("/") for v in fileio.listdir(base_directory) if v.rstrip("/").isdigit()]
-    return max(versions, key=int) if versions else None
+    return layout.newest(fileio.listdir(base_directory))
 
 
 def read_push_record(version_dir: str) -> dict[str, Any] | None:
@@ -83,9 +88,7 @@ def read_push_record(version_dir: str) -> dict[str, Any] | None:
 
 def write_push_record(version_dir: str, span: int | None, rolled_back_from: dict | None) -> None:
     record = {"span": span, "rolled_back_from": rolled_back_from}
-    io_utils.write_string_file(
-        os.path.join(version_dir, PUSH_RECORD), json.dumps(record, sort_keys=True)
-    )
+    _write_file(os.path.join(version_dir, PUSH_RECORD), json.dumps(record, sort_keys=True))
 
 
 def training_span(
@@ -182,7 +185,7 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
             model_push.set_int_custom_property(ROLLED_BACK_FROM_SPAN_KEY, serving_span)
         write_push_record(os.path.join(base, version), span, rolled_back_from)
         io_utils.write_string_file(os.path.join(base, version, SOURCE_FILE), model.uri)
-        kserve = _custom_config(exec_properties).get("kserve")
+        kserve = _custom_config(exec_properties).get(KSERVE_KEY)
         if kserve:
             paths = write_kserve_manifests(
                 kserve, version, previous if previous != version else None
@@ -207,30 +210,43 @@ def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_file(path: str, text: str) -> None:
-    """Write-then-rename with fileio (local paths and object stores): kubectl or a watcher never
-    reads half a manifest."""
-    fileio.makedirs(os.path.dirname(path))
-    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    with fileio.open(temporary, "w") as handle:
-        handle.write(text)
-    fileio.rename(temporary, path, overwrite=True)
+    """Write-then-rename with fileio (local paths and object stores; contract/layout.py):
+    kubectl, a watcher or the next push never reads half a manifest or record."""
+    layout.write_with(
+        path,
+        text,
+        open_file=fileio.open,
+        rename=functools.partial(fileio.rename, overwrite=True),
+        makedirs=fileio.makedirs,
+        remove=fileio.remove,
+    )
+
+
+# custom_config[KSERVE_KEY] (pipelines/kserve_push.py): the renderer's import path
+# ("module.function"), the folder to write into and the PipelineConfig (model_dump(mode="json")).
+KSERVE_KEY = "kserve"
+KSERVE_RENDER_KEY, KSERVE_MANIFEST_DIR_KEY, KSERVE_CONFIG_KEY = "render", "manifest_dir", "config"
 
 
 def write_kserve_manifests(kserve: dict[str, Any], version: str, previous: str | None) -> list[str]:
-    """The InferenceServices for a pushed version into kserve["manifest_dir"]: the custom
-    predictor pinned to it, canaryTrafficPercent when an older version served before."""
-    from serving.kserve_manifest import KServeSettings, write_manifests
-
-    settings = KServeSettings.from_dict(kserve["settings"])
-    origin = (
-        f"Written by the Pusher when it pushed version {version}"
-        + (f" (previous version {previous})" if previous else " (no previous version)")
-        + f" to {settings.storage_uri}; replaced by the next push."
-    )
-    return write_manifests(
-        kserve["manifest_dir"],
-        settings,
-        origin,
+    """The InferenceServices for a pushed version into kserve["manifest_dir"], by the renderer
+    kserve["render"] names: the custom predictor pinned to it, canaryTrafficPercent when an older
+    version served before. A custom_config compiled before the renderer was named by path
+    (kserve["settings"]) writes none: recompile the pipeline."""
+    if KSERVE_RENDER_KEY not in kserve:
+        logging.warning(
+            "custom_config's %r entry names no renderer (compiled by an older version): no "
+            "InferenceServices written for version %s; recompile the pipeline",
+            KSERVE_KEY,
+            version,
+        )
+        return []
+    module, _, function = kserve[KSERVE_RENDER_KEY].rpartition(".")
+    # importlib, not TFX's import_func_from_module: that one reloads an imported module
+    render = getattr(importlib.import_module(module), function)
+    return render(
+        kserve[KSERVE_MANIFEST_DIR_KEY],
+        kserve[KSERVE_CONFIG_KEY],
         model_version=int(version),
         previous_version=int(previous) if previous else None,
         write=_write_file,

@@ -76,20 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         default="manifests/katib/experiment.yaml",
         help="where to write it ('-': stdout)",
     )
-    kserve = commands.add_parser(
-        "kserve-manifest",
-        help="write the KServe InferenceServices of the serving section (YAML + kustomization)",
-    )
-    add_config_args(kserve, default="kubeflow")
-    kserve.add_argument("--output-dir", default="manifests/kserve", help="where to write them")
-    kserve.add_argument(
-        "--model-version", type=int, help="pin the custom predictor to this pushed version"
-    )
-    kserve.add_argument(
-        "--previous-version",
-        type=int,
-        help="the version serving now: a canary (serving.canary_traffic_percent to the new one)",
-    )
     submit = commands.add_parser(
         "submit", help="upload the package as a new pipeline version and start a run"
     )
@@ -124,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         return _submit(config, args)
     if args.command == "katib-manifest":
         return _katib_manifest(config, args)
-    if args.command == "kserve-manifest":
-        return _kserve_manifest(config, args)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
@@ -211,37 +195,6 @@ def _katib_manifest(config, args) -> int:
     else:
         _write(args.output, text)
         print(f"wrote the Katib Experiment of {source} to {args.output}")
-    return 0
-
-
-def _kserve_manifest(config, args) -> int:
-    from serving.kserve_manifest import KServeManifestError, KServeSettings, write_manifests
-
-    source = args.config if args.config.endswith(".yaml") else f"settings/conf/{args.config}.yaml"
-    command = ["shop-pipeline kserve-manifest", f"--config {args.config}"]
-    command += [f"--set {override}" for override in args.overrides]
-    for flag, value in (
-        ("--model-version", args.model_version),
-        ("--previous-version", args.previous_version),
-    ):
-        if value is not None:
-            command.append(f"{flag} {value}")
-    origin = (
-        f"Generated from {source}'s serving section by\n  {' '.join(command)}\n"
-        "manifests/kserve/ is `make kserve-manifest`'s output: do not edit it, "
-        "tests/unit/test_kserve_manifests.py fails when it and the config disagree."
-    )
-    try:
-        settings = KServeSettings.from_config(config)
-        paths = write_manifests(
-            args.output_dir, settings, origin, args.model_version, args.previous_version
-        )
-    except KServeManifestError as err:
-        print(f"shop-pipeline: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote the KServe InferenceServices of {source} to {args.output_dir}/:")
-    for path in paths:
-        print(f"  {path}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`shop-serve`: start the model server from config, replay a span against it, report an A/B test.
+"""`shop-serve`: start the model server from config, replay a span against it, report an A/B test,
+write the KServe InferenceServices.
 
 Runs in the pipeline's environment and reads the one typed config (settings/conf/*.yaml + --set); `start`
 hands over to the server in the serving environment (.venv-serving, serving/requirements.lock),
@@ -127,8 +128,37 @@ def _ab_report(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _kserve_manifest(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from serving.kserve_manifest import write_manifests
+
+    source = args.config if args.config.endswith(".yaml") else f"settings/conf/{args.config}.yaml"
+    command = ["shop-serve kserve-manifest", f"--config {args.config}"]
+    command += [f"--set {override}" for override in args.overrides]
+    for flag, value in (
+        ("--model-version", args.model_version),
+        ("--previous-version", args.previous_version),
+    ):
+        if value is not None:
+            command.append(f"{flag} {value}")
+    origin = (
+        f"Generated from {source}'s serving section by\n  {' '.join(command)}\n"
+        "manifests/kserve/ is `make kserve-manifest`'s output: do not edit it, "
+        "tests/unit/test_kserve_manifests.py fails when it and the config disagree."
+    )
+    # a config that cannot give them (ConfigError) or bad versions (ValueError): nothing written
+    paths = write_manifests(
+        args.output_dir, config, origin, args.model_version, args.previous_version
+    )
+    print(f"wrote the KServe InferenceServices of {source} to {args.output_dir}/:")
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shop-serve", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="shop-serve", description=" ".join(__doc__.split("\n")[:2])
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="serve the pushed model (V1 + V2 REST, /metrics)")
     add_config_args(start)
@@ -147,10 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--log", help="request log (default: config's request_log_path)")
     report.add_argument("--output", help="JSON report (default: next to the log)")
     report.add_argument("--seed", type=int, default=0)
+    kserve = commands.add_parser(
+        "kserve-manifest",
+        help="write the KServe InferenceServices of the serving section (YAML + kustomization)",
+    )
+    add_config_args(kserve, default="kubeflow")
+    kserve.add_argument("--output-dir", default="manifests/kserve", help="where to write them")
+    kserve.add_argument(
+        "--model-version", type=int, help="pin the custom predictor to this pushed version"
+    )
+    kserve.add_argument(
+        "--previous-version",
+        type=int,
+        help="the version serving now: a canary (serving.canary_traffic_percent to the new one)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        handler = {"start": _start, "replay": _replay, "ab-report": _ab_report}[args.command]
+        handler = {
+            "start": _start,
+            "replay": _replay,
+            "ab-report": _ab_report,
+            "kserve-manifest": _kserve_manifest,
+        }[args.command]
         return handler(args, config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,10 +1,13 @@
-"""KServe InferenceServices: built from the config (pipelines/kserve_manifest.py), committed in
-manifests/kserve/ (regenerate with `make kserve-manifest`), checked against kserve 0.15's models
-in .venv-serving (serving/validate_manifests.py), and written by Pusher for each version it pushes.
+"""KServe InferenceServices: rendered from the validated config (serving/kserve_manifest.py, with
+settings/kserve.py's derivations), committed in manifests/kserve/ (regenerate with
+`make kserve-manifest`), checked against kserve 0.15's models in .venv-serving
+(serving/validate_manifests.py), and written by Pusher for each version it pushes, through the
+renderer its custom_config names (pipelines/kserve_push.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -14,8 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+from repo_paths import REPO_ROOT
 
-from pipelines.cli import main
+from contract import layout
+from pipelines.kserve_push import pusher_custom_config
+from serving.cli import main
 from serving.kserve_manifest import (
     CONTAINER_NAME,
     FILES,
@@ -23,14 +30,12 @@ from serving.kserve_manifest import (
     MODEL_MOUNT,
     POD_NAME_ENV,
     KServeManifestError,
-    KServeSettings,
     inference_service,
-    pusher_custom_config,
-    storage_uri,
     write_manifests,
+    write_pushed_version,
 )
-from settings import ConfigError, load_config
-from tests.paths import REPO_ROOT
+from settings import ConfigError, PipelineConfig, load_config
+from settings.kserve import check, request_log_dir, storage_uri
 
 MANIFESTS = REPO_ROOT / "manifests" / "kserve"
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
@@ -39,8 +44,9 @@ KUBEFLOW_URI = "s3://mlpipeline/shop-ranking/outputs/serving/shop-ranking"
 
 
 @pytest.fixture(scope="module")
-def settings() -> KServeSettings:
-    return KServeSettings.from_config(load_config("kubeflow"))
+def kubeflow() -> PipelineConfig:
+    """settings/conf/kubeflow.yaml: what manifests/kserve/ is rendered from."""
+    return load_config("kubeflow")
 
 
 def _validate(*paths: Path) -> subprocess.CompletedProcess:
@@ -80,8 +86,8 @@ def test_the_committed_manifests_are_what_the_config_generates(tmp_path):
     assert set(fresh) == {*FILES.values(), KUSTOMIZATION}
 
 
-def test_committed_and_canary_manifests_survive_the_kserve_sdk_models(tmp_path, settings):
-    canary = write_manifests(str(tmp_path), settings, "test", 1700000200, 1700000100)
+def test_committed_and_canary_manifests_survive_the_kserve_sdk_models(tmp_path, kubeflow):
+    canary = write_manifests(str(tmp_path), kubeflow, "test", 1700000200, 1700000100)
     kustomization = Path("manifests/kserve") / KUSTOMIZATION  # lines name files as given
     result = _validate(kustomization, *[Path(p) for p in canary if p.endswith(FILES["custom"])])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -138,10 +144,10 @@ def test_the_kustomization_renders_both_inference_services():
 # --- what the manifests say -------------------------------------------------------------------
 
 
-def test_a_canary_only_with_a_previous_version(settings):
+def test_a_canary_only_with_a_previous_version(kubeflow):
     def predictors(model_version=None, previous_version=None):
         return [
-            inference_service(settings, p, model_version, previous_version)["spec"]["predictor"]
+            inference_service(kubeflow, p, model_version, previous_version)["spec"]["predictor"]
             for p in ("custom", "tensorflow")
         ]
 
@@ -158,9 +164,9 @@ def test_a_canary_only_with_a_previous_version(settings):
         predictors(None, 1700000100)
 
 
-def test_each_predictor_speaks_its_protocol_and_reads_the_pushed_versions(settings):
-    custom = inference_service(settings, "custom")
-    tensorflow = inference_service(settings, "tensorflow")
+def test_each_predictor_speaks_its_protocol_and_reads_the_pushed_versions(kubeflow):
+    custom = inference_service(kubeflow, "custom")
+    tensorflow = inference_service(kubeflow, "tensorflow")
     assert custom["metadata"]["name"] == "shop-ranking"
     assert tensorflow["metadata"]["name"] == "shop-ranking-tfserving"
     assert {custom["metadata"]["namespace"], tensorflow["metadata"]["namespace"]} == {"kubeflow"}
@@ -181,11 +187,11 @@ def test_each_predictor_speaks_its_protocol_and_reads_the_pushed_versions(settin
         assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", 8)
 
 
-def test_every_flag_the_manifest_passes_is_one_the_server_takes(settings):
+def test_every_flag_the_manifest_passes_is_one_the_server_takes(kubeflow):
     declared = set(
         re.findall(r'add_argument\(\s*"(--[a-z-]+)"', (REPO_ROOT / "serving/server.py").read_text())
     )
-    (container,) = inference_service(settings, "custom", 1700000200)["spec"]["predictor"][
+    (container,) = inference_service(kubeflow, "custom", 1700000200)["spec"]["predictor"][
         "containers"
     ]
     passed = {arg.split("=", 1)[0] for arg in container["args"]}
@@ -201,9 +207,9 @@ def _request_log_args(container: dict) -> list[str]:
     return [a for a in container["args"] if a.startswith("--request-log")]
 
 
-def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(settings):
+def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(kubeflow):
     config = load_config("kubeflow")
-    custom = inference_service(settings, "custom", 1700000200, 1700000100)["spec"]["predictor"]
+    custom = inference_service(kubeflow, "custom", 1700000200, 1700000100)["spec"]["predictor"]
     (container,) = custom["containers"]
     # one file per pod, in the folder the monitor reads (the same path in both pods: the PVC is
     # mounted at kubeflow.pvc_mount_path in each, and settings/conf/kubeflow.yaml's output_root is under it)
@@ -221,7 +227,7 @@ def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(
     assert volumes["store"]["persistentVolumeClaim"] == {"claimName": config.kubeflow.pvc_name}
     assert not volumes["store"]["persistentVolumeClaim"].get("readOnly")
     # the TF Serving runtime logs nothing and mounts nothing of ours
-    tensorflow = inference_service(settings, "tensorflow")["spec"]["predictor"]
+    tensorflow = inference_service(kubeflow, "tensorflow")["spec"]["predictor"]
     assert "volumes" not in tensorflow
     assert set(tensorflow["model"]) == {
         "name",
@@ -234,17 +240,17 @@ def test_each_custom_predictor_pod_logs_its_requests_to_its_own_file_on_the_pvc(
     }
 
 
-def test_the_monitor_finds_every_pod_s_request_log(tmp_path, settings):
+def test_the_monitor_finds_every_pod_s_request_log(tmp_path, kubeflow):
     from monitoring.traffic import log_files
 
-    (container,) = inference_service(settings, "custom")["spec"]["predictor"]["containers"]
+    (container,) = inference_service(kubeflow, "custom")["spec"]["predictor"]["containers"]
     (arg,) = _request_log_args(container)
     path = PurePosixPath(arg.split("=", 1)[1])
     assert str(path.parent) == load_config("kubeflow").request_log_dir
     pods = ["shop-ranking-predictor-00001-deployment-7c9f-abcde", "shop-ranking-predictor-x"]
     for pod in pods:
         (tmp_path / path.name.replace(f"$({POD_NAME_ENV})", pod)).write_text("")
-    assert len(log_files(str(tmp_path), settings.model_name)) == len(pods)
+    assert len(log_files(str(tmp_path), kubeflow.serving.model_name)) == len(pods)
 
 
 @pytest.mark.parametrize(
@@ -258,26 +264,31 @@ def test_the_monitor_finds_every_pod_s_request_log(tmp_path, settings):
     ids=["log-requests-off", "no-pvc", "object-store", "outside-the-mount"],
 )
 def test_no_request_log_without_log_requests_or_the_pvc(overrides):
-    settings = KServeSettings.from_config(load_config("kubeflow", overrides))
-    assert not settings.log_requests
-    custom = inference_service(settings, "custom")["spec"]["predictor"]
+    config = load_config("kubeflow", overrides)
+    assert request_log_dir(config) is None
+    custom = inference_service(config, "custom")["spec"]["predictor"]
     (container,) = custom["containers"]
     assert not _request_log_args(container)
     assert set(_env(container)) == {"STORAGE_URI", "PROTOCOL"}
     assert "volumeMounts" not in container and "volumes" not in custom
 
 
-def test_the_settings_round_trip_and_older_ones_still_load(settings):
-    assert settings.log_requests and settings.pvc_name == "shop-ranking-store"
-    values = json.loads(json.dumps(settings.to_dict()))
-    assert KServeSettings.from_dict(values) == settings
-    # a custom_config written before the request log fields: no request log
-    older = {
-        k: v
-        for k, v in values.items()
-        if k not in {"log_requests", "request_log_dir", "pvc_name", "pvc_mount_path"}
-    }
-    (container,) = inference_service(KServeSettings.from_dict(older), "custom")["spec"][
+def test_the_config_round_trips_as_json_validated_again_and_an_older_one_still_loads(kubeflow):
+    # what the Pusher's custom_config carries, and what the Pusher's renderer makes of it
+    assert request_log_dir(kubeflow) == "/mnt/shop/outputs/serving_logs"
+    values = json.loads(json.dumps(kubeflow.model_dump(mode="json")))
+    assert PipelineConfig.model_validate(values) == kubeflow
+    assert inference_service(PipelineConfig.model_validate(values), "custom") == inference_service(
+        kubeflow, "custom"
+    )
+    # validated again: a value the config refuses is refused there too, naming the field
+    broken = {**values, "serving": {**values["serving"], "canary_traffic_percent": 101}}
+    with pytest.raises(ValidationError, match="canary_traffic_percent"):
+        PipelineConfig.model_validate(broken)
+    # a config written before fields existed loads with their defaults: without the PVC's name,
+    # no request log
+    older = {**values, "kubeflow": {k: v for k, v in values["kubeflow"].items() if k != "pvc_name"}}
+    (container,) = inference_service(PipelineConfig.model_validate(older), "custom")["spec"][
         "predictor"
     ]["containers"]
     assert not _request_log_args(container) and "volumeMounts" not in container
@@ -285,7 +296,7 @@ def test_the_settings_round_trip_and_older_ones_still_load(settings):
 
 def test_resources_request_the_config_and_limit_twice_the_cpu():
     config = load_config("kubeflow", ["serving.cpu=0.5", "serving.memory_gb=3"])
-    service = inference_service(KServeSettings.from_config(config), "custom")
+    service = inference_service(config, "custom")
     resources = service["spec"]["predictor"]["containers"][0]["resources"]
     assert resources == {
         "requests": {"cpu": "0.5", "memory": "3G"},
@@ -313,9 +324,12 @@ def test_the_storage_uri_is_given_or_derived_from_the_pvc_or_the_object_store():
     ids=["no-pvc", "outside-the-mount", "name-too-long"],
 )
 def test_a_config_without_a_storage_uri_fails_naming_the_fields(env, overrides, named):
-    with pytest.raises(KServeManifestError) as raised:
-        KServeSettings.from_config(load_config(env, overrides))
+    config = load_config(env, overrides)
+    with pytest.raises(ConfigError) as raised:
+        check(config)
     assert all(field in str(raised.value) for field in named), raised.value
+    with pytest.raises(ConfigError, match=re.escape(str(raised.value))):  # the renderer's check
+        inference_service(config, "custom")
 
 
 def test_the_cli_reports_the_error_and_writes_nothing(tmp_path, capsys):
@@ -405,7 +419,7 @@ def _old_version(serving: Path, source: str) -> None:
 
 
 def _versions(serving: Path) -> list[str]:
-    return sorted(p.name for p in serving.iterdir() if p.name.isdigit())
+    return layout.local_versions(serving)
 
 
 def test_pusher_writes_a_canary_pinning_the_pushed_version_then_skips_the_same_model(
@@ -451,7 +465,7 @@ def test_the_training_statistics_travel_with_the_pushed_version(tmp_path, pusher
     model = _model(tmp_path, "model-a")
     pushed = pusher(model, blessed=True, statistics=_statistics(tmp_path / "stats-a", b"a-"))
     version = pushed.get_string_custom_property("pushed_version")
-    copied = pusher.serving / version / "assets.extra" / "training_statistics.pb"
+    copied = pusher.serving / version / layout.TRAINING_STATISTICS
     assert copied.read_bytes() == b"a-train"  # the train split: what the model learned from
     # not blessed: no version, nothing copied
     pusher(
@@ -487,13 +501,38 @@ def test_a_model_that_is_not_blessed_leaves_versions_and_manifests_alone(tmp_pat
     assert (pusher.manifests / FILES["custom"]).read_text() == "# the serving version's manifest\n"
 
 
-def test_pusher_gets_the_settings_through_a_small_json_custom_config():
+def test_pusher_gets_the_renderer_by_path_and_the_config_as_json():
     config = load_config("kubeflow")
     custom = pusher_custom_config(config)
-    assert custom["kserve"]["manifest_dir"] == "s3://mlpipeline/shop-ranking/outputs/kserve"
+    kserve = custom["kserve"]
+    assert set(kserve) == {"render", "manifest_dir", "config"}
+    assert kserve["manifest_dir"] == "s3://mlpipeline/shop-ranking/outputs/kserve"
     assert json.loads(json.dumps(custom)) == custom
-    settings = KServeSettings.from_dict(custom["kserve"]["settings"])
-    assert settings == KServeSettings.from_config(config)
+    assert PipelineConfig.model_validate(kserve["config"]) == config
+    module, _, function = kserve["render"].rpartition(".")
+    assert getattr(importlib.import_module(module), function) is write_pushed_version
     assert pusher_custom_config(load_config("local")) is None  # no storage URI: no manifests
     with pytest.raises(ConfigError, match="kubeflow.pvc_mount_path"):  # a PVC, but not under it
         pusher_custom_config(load_config("kubeflow", ["output_root=/data/outputs"]))
+    with pytest.raises(ConfigError, match="serving.model_name"):  # checked when compiled
+        pusher_custom_config(load_config("kubeflow", ["serving.model_name=" + "m" * 60]))
+
+
+def test_the_pusher_s_renderer_writes_what_the_cli_renders_for_those_versions(tmp_path, kubeflow):
+    kserve = pusher_custom_config(kubeflow)["kserve"]
+    pushed = write_pushed_version(
+        str(tmp_path / "pushed"), kserve["config"], 1700000200, 1700000100
+    )
+    cli = write_manifests(str(tmp_path / "cli"), kubeflow, "origin", 1700000200, 1700000100)
+    for pushed_path, cli_path in zip(pushed, cli, strict=True):
+        pushed_text, cli_text = Path(pushed_path).read_text(), Path(cli_path).read_text()
+        assert yaml.safe_load(pushed_text) == yaml.safe_load(cli_text)
+        assert "pushed version 1700000200 (previous version 1700000100)" in pushed_text
+
+
+def test_a_custom_config_compiled_before_the_renderer_was_named_writes_no_manifests(tmp_path):
+    from components.pusher import write_kserve_manifests
+
+    older = {"manifest_dir": str(tmp_path / "kserve"), "settings": {"model_name": "shop-ranking"}}
+    assert write_kserve_manifests(older, "1700000200", None) == []
+    assert not (tmp_path / "kserve").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli
 import yaml
 from kubernetes.client import ApiClient
 
@@ -136,7 +137,7 @@ def _dockerfile_env() -> dict[str, str]:
 
 
 def _config() -> dict:
-    return yaml.safe_load((ROOT / "conf" / "kubeflow.yaml").read_text())
+    return yaml.safe_load((ROOT / "settings" / "conf" / "kubeflow.yaml").read_text())
 
 
 # The field check itself ------------------------------------------------------------------------
@@ -321,29 +322,21 @@ def test_the_cronjob_submits_the_package_the_image_compiles(objects):
     assert str(spec["securityContext"]["runAsUser"]) == _image_uid()
 
 
-def test_the_config_the_image_uses_is_copied_into_it():
-    workdirs = [rest for name, rest in _dockerfile_instructions() if name == "WORKDIR"]
-    copies = [rest.split() for name, rest in _dockerfile_instructions() if name == "COPY"]
+def test_the_config_the_image_compiles_with_is_package_data_it_installs():
+    """`--config NAME` is settings/conf/NAME.yaml inside the installed package: the image copies
+    settings/ into the source it installs, and pyproject.toml ships conf/*.yaml as package data."""
     compile_args = next(
         shlex.split(rest)
         for name, rest in _dockerfile_instructions()
         if name == "RUN" and "shop-pipeline compile" in rest
     )
-    config = Path(_flag(compile_args, "--config"))
-    assert config.is_absolute(), config
-    # COPY <repo dir> <image dir>: the config path must come from a copied repo file.
-    sources = {
-        Path(dest if dest.startswith("/") else f"{workdirs[-1]}/{dest}"): ROOT / src
-        for *srcs, dest in copies
-        for src in srcs
-        if not src.startswith("--")
-    }
-    matches = [
-        repo / config.relative_to(image)
-        for image, repo in sources.items()
-        if config.is_relative_to(image)
-    ]
-    assert any(path.is_file() for path in matches), f"{config} is not copied from the repo"
+    name = _flag(compile_args, "--config")
+    assert "/" not in name and not name.endswith(".yaml"), name
+    assert (ROOT / "settings" / "conf" / f"{name}.yaml").is_file()
+    copies = [rest.split() for name, rest in _dockerfile_instructions() if name == "COPY"]
+    assert ["settings", "/tmp/src/settings"] in copies, copies
+    package_data = tomli.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "conf/*.yaml" in package_data["package-data"]["settings"]
 
 
 def test_the_launcher_configmap_gives_the_configs_root_and_object_store(objects):
