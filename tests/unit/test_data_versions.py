@@ -268,7 +268,9 @@ def test_a_rollback_names_its_span_twice_and_the_cli_sets_both(tmp_path, capsys)
 def test_a_rollback_pipeline_skips_the_baseline_comparison_and_tells_the_pusher():
     def nodes(*overrides):
         config = load_config("local", list(overrides))
-        pipeline = create_pipeline(config, LocalPlatform(config, SpanSelection(current=2, previous=1)))
+        pipeline = create_pipeline(
+            config, LocalPlatform(config, SpanSelection(current=2, previous=1))
+        )
         return {component.id: component for component in pipeline.components}
 
     regular = nodes()
