@@ -46,12 +46,12 @@ help:
 	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
 	@echo "make env    - create $(VENV) and $(SERVING_VENV) from their locks"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
-	@echo "make lab    - JupyterLab on the project's kernel;  make docs - execute notebooks to HTML"
-	@echo "make lint   - ruff check + format check;  make schema - regenerate the curated schema"
+	@echo "make lab    - JupyterLab on the project's kernel;  make docs - the docs site (MkDocs, --strict) in outputs/docs/site"
+	@echo "make lint   - ruff check + format check + import layers;  make schema - regenerate the curated schema"
 	@echo "make compile - compile the Kubeflow Pipelines v2 package (extra flags: COMPILE_ARGS='--output PATH')"
 	@echo "make golden  - regenerate $(GOLDEN)"
 	@echo "make katib-manifest - regenerate manifests/katib/experiment.yaml from settings/conf/kubeflow.yaml"
-	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from settings/conf/kubeflow.yaml"
+	@echo "make kserve-manifest - regenerate manifests/kserve/ (KServe InferenceServices) from settings/conf/kubeflow.yaml (shop-serve kserve-manifest)"
 	@echo "make check-kfp-latest - load $(GOLDEN) with the newest kfp SDK (throwaway $(KFP_LATEST_VENV))"
 	@echo "make images - build $(PIPELINE_TAG) and $(SERVING_TAG) with podman (cached layers)"
 	@echo "make base-image - the local python:3.10-slim-bookworm stand-in they build on (once)"
@@ -171,9 +171,12 @@ test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed images
 test-notebooks: $(VENV)/.installed
 	$(PYTEST) -m notebooks
 
-# Executes every notebook with its own defaults (full data) and renders HTML to outputs/docs/html.
+# The docs site (mkdocs.yml, docs/build.py): README, docs/ and the notebooks as the test tier
+# executed them (outputs/notebooks/executed/; unexecuted ones say so), built with --strict into
+# outputs/docs/site/. Executes nothing. DOCS_ARGS='--require-executed' fails without executed copies.
+DOCS_ARGS ?=
 docs: $(VENV)/.installed
-	$(PY) -m pipelines.docs
+	$(PY) docs/build.py $(DOCS_ARGS)
 
 # JupyterLab on the project's kernel ("Python (shop-ranking)"), notebooks/ ready.
 lab: $(VENV)/.installed
@@ -182,6 +185,7 @@ lab: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layers (.importlinter)
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
@@ -200,7 +204,7 @@ katib-manifest: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline katib-manifest --config kubeflow --output manifests/katib/experiment.yaml
 
 kserve-manifest: $(VENV)/.installed
-	$(VENV)/bin/shop-pipeline kserve-manifest --config kubeflow --output-dir manifests/kserve
+	$(VENV)/bin/shop-serve kserve-manifest --config kubeflow --output-dir manifests/kserve
 
 golden: $(VENV)/.installed
 	$(VENV)/bin/shop-pipeline compile --config kubeflow --output $(GOLDEN)
