@@ -12,12 +12,14 @@ import glob
 import json
 import os
 import socket
-from typing import Any, Literal
+from typing import Any, get_args
 
 import tensorflow as tf
 
-Strategy = Literal["default", "mirrored", "multi_worker", "tpu", "auto"]
-STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker", "tpu", "auto")
+from settings import DistributionConfig
+
+# The names distribution.strategy accepts, as the config declares them.
+STRATEGIES: tuple[str, ...] = get_args(DistributionConfig.model_fields["strategy"].annotation)
 
 
 class DistributionError(RuntimeError):
@@ -60,7 +62,9 @@ def is_chief() -> bool:
 def resolve(kind: str, *, tpu_address: str | None = None) -> str:
     """`auto` -> the concrete strategy for this machine; other names are checked and returned."""
     if kind not in STRATEGIES:
-        raise DistributionError(f"training.strategy {kind!r}: expected one of {list(STRATEGIES)}")
+        raise DistributionError(
+            f"distribution.strategy {kind!r}: expected one of {list(STRATEGIES)}"
+        )
     if kind != "auto":
         return kind
     if tpu_address or os.environ.get("TPU_NAME"):
@@ -81,15 +85,15 @@ def make_strategy(kind: str, *, tpu_address: str | None = None) -> tf.distribute
         gpus = tf.config.list_physical_devices("GPU")
         if not gpus:
             raise DistributionError(
-                "training.strategy 'mirrored' mirrors over local GPUs, and this machine has none "
-                "visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); use "
-                "'default' or 'auto' on CPU"
+                "distribution.strategy 'mirrored' mirrors over local GPUs, and this machine has "
+                "none visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); "
+                "use 'default' or 'auto' on CPU"
             )
         return tf.distribute.MirroredStrategy()
     if kind == "multi_worker":
         if worker_count() < 2:
             raise DistributionError(
-                "training.strategy 'multi_worker' needs TF_CONFIG listing two or more workers "
+                "distribution.strategy 'multi_worker' needs TF_CONFIG listing two or more workers "
                 "(set by the Training Operator's TFJob, or by components.local_workers)"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -100,8 +104,8 @@ def make_strategy(kind: str, *, tpu_address: str | None = None) -> tf.distribute
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
         raise DistributionError(
-            f"training.strategy 'tpu': no TPU reachable at {tpu_address or '(TPU_NAME / metadata)'}"
-            f": {err}"
+            "distribution.strategy 'tpu': no TPU reachable at "
+            f"{tpu_address or '(TPU_NAME / metadata)'}: {err}"
         ) from err
     return tf.distribute.TPUStrategy(resolver)
 
@@ -116,7 +120,7 @@ def _reachable_tpu(address: str | None) -> str:
             socket.create_connection((host, int(port)), timeout=5).close()
         except (OSError, ValueError) as err:
             raise DistributionError(
-                f"training.strategy 'tpu': nothing answers at {address} ({err}); check "
+                f"distribution.strategy 'tpu': nothing answers at {address} ({err}); check "
                 "distribution.tpu_address"
             ) from err
         return address
@@ -127,7 +131,7 @@ def _reachable_tpu(address: str | None) -> str:
     if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
         return "local"  # a TPU VM
     raise DistributionError(
-        "training.strategy 'tpu': no TPU here (no distribution.tpu_address, no TPU_NAME, no "
+        "distribution.strategy 'tpu': no TPU here (no distribution.tpu_address, no TPU_NAME, no "
         "/dev/accel* device); run on a TPU VM or give the TPU's grpc:// address"
     )
 

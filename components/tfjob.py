@@ -12,96 +12,120 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from settings import KubeflowConfig, ObjectStoreConfig, PipelineConfig, StepResources
+
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
+# The step whose resources (kubeflow.resources.<step>) every pod that trains outside it gets:
+# the TFJob's workers here, the Katib trials (components.tuning.experiment). They do its work.
+TRAINING_STEP = "Trainer"
 
 
 class TFJobError(RuntimeError):
     """The TFJob failed, timed out or could not be created; the message names it."""
 
 
-@dataclass(frozen=True)
-class TFJobSettings:
-    """What the Trainer step needs to launch workers (from the pipeline config, via custom_config)."""
+def pod_sections_json(config: PipelineConfig) -> dict[str, Any]:
+    """What a step that launches training pods (the Trainer's TFJob, the KatibTuner's trials)
+    carries in its parameters: the kubeflow section (image, namespace, volume, the training
+    step's resources) and the object store the pods reach, as their models' JSON (null when no
+    root is on s3://). pod_sections() reads it back on the step's side."""
+    store = config.pod_object_store()
+    return {
+        "kubeflow": config.kubeflow.model_dump(mode="json"),
+        "object_store": store.model_dump(mode="json") if store is not None else None,
+    }
 
-    image: str
-    namespace: str
-    workers: int = 2
-    cpu: float | None = None
-    memory_gb: float | None = None
-    accelerator_type: str | None = None
-    accelerator_count: int = 0
-    pvc_name: str | None = None
-    mount_path: str = "/mnt/shop"
-    service_account: str | None = None
-    timeout_s: int = 6 * 3600
-    poll_s: float = 15.0
-    delete_when_done: bool = True
-    env: dict[str, str] = field(default_factory=lambda: {"TF_USE_LEGACY_KERAS": "1"})
-    # variable -> {"name": Secret, "key": its key}: the object store's keys (config.object_store)
-    secret_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> TFJobSettings:
-        return cls(**values)
+def pod_sections(values: dict[str, Any]) -> tuple[KubeflowConfig, ObjectStoreConfig | None]:
+    """pod_sections_json()'s two sections, validated again."""
+    store = values.get("object_store")
+    return (
+        KubeflowConfig.model_validate(values["kubeflow"]),
+        ObjectStoreConfig.model_validate(store) if store is not None else None,
+    )
 
 
 def pod_spec(
-    settings: TFJobSettings, container_name: str, command: list[str], args: list[str]
+    kubeflow: KubeflowConfig,
+    object_store: ObjectStoreConfig | None,
+    container_name: str,
+    command: list[str],
+    args: list[str],
 ) -> dict[str, Any]:
-    """One container running the image with the step's resources, env and the shared volume
-    (TFJob workers here; Katib trial pods in components.tuning.experiment)."""
+    """One container running kubeflow.image with the training step's resources, the shared
+    volume and, with an object store, its S3 settings and the keys from its Secret (TFJob
+    workers here; Katib trial pods in components.tuning.experiment)."""
+    resources = kubeflow.resources.get(TRAINING_STEP) or StepResources()
     limits: dict[str, str] = {}
-    if settings.cpu:
-        limits["cpu"] = str(settings.cpu)
-    if settings.memory_gb:
-        limits["memory"] = f"{settings.memory_gb}G"
-    if settings.accelerator_type:
-        limits[settings.accelerator_type] = str(settings.accelerator_count)
+    if resources.cpu:
+        limits["cpu"] = str(resources.cpu)
+    if resources.memory_gb:
+        limits["memory"] = f"{resources.memory_gb}G"
+    if resources.accelerator_type:
+        limits[resources.accelerator_type] = str(resources.accelerator_count)
+    env = {"TF_USE_LEGACY_KERAS": "1", **(object_store.environment() if object_store else {})}
+    secret = object_store.credentials_secret if object_store else None
+    secret_env = (
+        {
+            variable: {"name": secret, "key": key}
+            for variable, key in object_store.key_variables().items()
+        }
+        if secret
+        else {}
+    )
     container: dict[str, Any] = {
         "name": container_name,
-        "image": settings.image,
+        "image": kubeflow.image,
         "command": list(command),
         "args": list(args),
-        "env": [{"name": k, "value": v} for k, v in sorted(settings.env.items())]
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())]
         + [
             {"name": k, "valueFrom": {"secretKeyRef": dict(ref)}}
-            for k, ref in sorted(settings.secret_env.items())
+            for k, ref in sorted(secret_env.items())
         ],
         "resources": {"requests": dict(limits), "limits": dict(limits)} if limits else {},
     }
     spec: dict[str, Any] = {"containers": [container]}
-    if settings.service_account:
-        spec["serviceAccountName"] = settings.service_account
-    if settings.pvc_name:
-        container["volumeMounts"] = [{"name": "store", "mountPath": settings.mount_path}]
+    if kubeflow.pvc_name:
+        container["volumeMounts"] = [{"name": "store", "mountPath": kubeflow.pvc_mount_path}]
         spec["volumes"] = [
-            {"name": "store", "persistentVolumeClaim": {"claimName": settings.pvc_name}}
+            {"name": "store", "persistentVolumeClaim": {"claimName": kubeflow.pvc_name}}
         ]
     return spec
 
 
-def tfjob_manifest(name: str, settings: TFJobSettings, worker_args: list[str]) -> dict[str, Any]:
-    """A TFJob with `workers` identical Worker replicas (worker 0 is the chief that exports)."""
+def tfjob_manifest(
+    name: str,
+    kubeflow: KubeflowConfig,
+    object_store: ObjectStoreConfig | None,
+    workers: int,
+    worker_args: list[str],
+) -> dict[str, Any]:
+    """A TFJob in kubeflow.namespace with `workers` identical Worker replicas (worker 0 is the
+    chief that exports), each running components.train_worker with `worker_args`."""
     # "tensorflow" is the container name the Training Operator looks for.
     spec = pod_spec(
-        settings, "tensorflow", ["python", "-m", "components.train_worker"], worker_args
+        kubeflow,
+        object_store,
+        "tensorflow",
+        ["python", "-m", "components.train_worker"],
+        worker_args,
     )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TFJob",
         "metadata": {
             "name": name,
-            "namespace": settings.namespace,
+            "namespace": kubeflow.namespace,
             "labels": {"app.kubernetes.io/part-of": "shop-ranking"},
         },
         "spec": {
             "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3},
             "tfReplicaSpecs": {
                 "Worker": {
-                    "replicas": settings.workers,
+                    "replicas": workers,
                     "restartPolicy": "OnFailure",  # with BackupAndRestore: resume, not restart
                     "template": {"spec": spec},
                 }
@@ -123,13 +147,16 @@ def job_state(job: dict[str, Any]) -> tuple[str | None, str]:
 def run_tfjob(
     api: Any,
     manifest: dict[str, Any],
-    settings: TFJobSettings,
     *,
+    timeout_s: float,
+    poll_s: float = 15.0,
+    delete_when_done: bool = True,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Creates the job with a kubernetes CustomObjectsApi, waits for its end, deletes it if set.
+    """Creates the job with a kubernetes CustomObjectsApi, waits up to timeout_s for its end
+    (distribution.job_timeout_s), polling every poll_s, and deletes it unless told not to.
 
     Returns the finished job; raises TFJobError on failure, timeout or an API error."""
     from kubernetes.client.exceptions import ApiException
@@ -140,8 +167,9 @@ def run_tfjob(
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
     except ApiException as err:
         raise TFJobError(f"{where}: create failed: HTTP {err.status} {err.reason}") from err
-    log(f"{where}: created, {settings.workers} workers")
-    deadline = clock() + settings.timeout_s
+    workers = manifest["spec"]["tfReplicaSpecs"]["Worker"]["replicas"]
+    log(f"{where}: created, {workers} workers")
+    deadline = clock() + timeout_s
     try:
         while True:
             try:
@@ -155,10 +183,10 @@ def run_tfjob(
             if state == "Failed":
                 raise TFJobError(f"{where} failed: {message or 'no message'}")
             if clock() > deadline:
-                raise TFJobError(f"{where} did not finish within {settings.timeout_s}s")
-            sleep(settings.poll_s)
+                raise TFJobError(f"{where} did not finish within {timeout_s}s")
+            sleep(poll_s)
     finally:
-        if settings.delete_when_done:
+        if delete_when_done:
             try:
                 api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             except ApiException as err:

@@ -1,60 +1,24 @@
-"""Framework-free training core: train(hparams, data) knows Keras and tf.data, not TFX or Katib.
+"""Framework-free training core: train(training, data) knows Keras and tf.data, not TFX or Katib.
 
-Thin adapters feed it: the TFX Trainer's run_fn (components.trainer) and, later, the Katib trial
-entry point, so a tuned trial and the pipeline's model are trained by the same code.
+Thin adapters feed it: the TFX Trainer's run_fn (components.trainer), the multi-worker entry point
+(components.train_worker) and the Katib trial (components.tuning.trial), so a tuned trial and the
+pipeline's model are trained by the same code. The hyperparameters are the config's own
+TrainingConfig, validated again in each of those processes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import tensorflow as tf
 
 from components.distribution import shard_by_data
+from components.keras_autograph import exempt_tf_keras
 from components.model import build_model
-
-
-@dataclass(frozen=True)
-class HParams:
-    """Hyperparameters of one training run (names match TrainingConfig's fields)."""
-
-    train_steps: int = 2000
-    eval_steps: int = 100
-    batch_size: int = 512
-    learning_rate: float = 0.003
-    embedding_dim: int = 8
-    hidden_units: tuple[int, ...] = (64, 32)
-    cross_layers: int = 2
-    dropout: float = 0.3
-    l2: float = 1e-3
-    seed: int = 42
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> HParams:
-        """Typed values from config dicts, tuner output or CLI flags; unknown names are an error."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(known)
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        typed: dict[str, Any] = {}
-        for name, value in values.items():
-            default = getattr(cls, name)
-            if isinstance(default, tuple):
-                items = value.split(",") if isinstance(value, str) else value
-                typed[name] = tuple(int(v) for v in items)
-            else:
-                typed[name] = type(default)(value)
-        return cls(**typed)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["hidden_units"] = list(self.hidden_units)
-        return values
+from settings import TrainingConfig
 
 
 @dataclass
@@ -75,7 +39,7 @@ class TrainResult:
 
 
 def train(
-    hparams: HParams,
+    training: TrainingConfig,
     data: TrainData,
     *,
     strategy: tf.distribute.Strategy | None = None,
@@ -84,24 +48,25 @@ def train(
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     verbose: int = 2,
 ) -> TrainResult:
-    """Trains for hparams.train_steps and evaluates on hparams.eval_steps eval batches.
+    """Trains for training.train_steps and evaluates on training.eval_steps eval batches.
 
     `data` must be batched at the global batch (distribution.global_batch_size); each worker of a
     multi-worker strategy reads its own shard. With `backup_dir`, a preempted worker resumes from
     the last finished epoch (Keras BackupAndRestore) instead of starting over. `callbacks` run
     at every epoch end (a Katib trial reports its objective there).
     """
+    exempt_tf_keras()  # idempotent; ~20 s less on the first step (components/keras_autograph.py)
     strategy = strategy or tf.distribute.get_strategy()
-    tf.keras.utils.set_random_seed(hparams.seed)
+    tf.keras.utils.set_random_seed(training.seed)
     with strategy.scope():
         model = build_model(
             data.categorical_sizes,
-            embedding_dim=hparams.embedding_dim,
-            hidden_units=hparams.hidden_units,
-            cross_layers=hparams.cross_layers,
-            dropout=hparams.dropout,
-            l2=hparams.l2,
-            learning_rate=hparams.learning_rate,
+            embedding_dim=training.embedding_dim,
+            hidden_units=training.hidden_units,
+            cross_layers=training.cross_layers,
+            dropout=training.dropout,
+            l2=training.l2,
+            learning_rate=training.learning_rate,
             steps_per_execution=steps_per_execution,
         )
     callbacks = [
@@ -109,9 +74,9 @@ def train(
         *callbacks,
     ]
     # Up to 10 "epochs" of equal steps: progress lines without changing the total step count.
-    epochs = min(10, hparams.train_steps)
-    steps_per_epoch = math.ceil(hparams.train_steps / epochs)
-    epochs = math.ceil(hparams.train_steps / steps_per_epoch)
+    epochs = min(10, training.train_steps)
+    steps_per_epoch = math.ceil(training.train_steps / epochs)
+    epochs = math.ceil(training.train_steps / steps_per_epoch)
     started = time.perf_counter()
     history = model.fit(
         shard_by_data(data.train),
@@ -121,7 +86,7 @@ def train(
         verbose=verbose,
     )
     evaluation = model.evaluate(
-        shard_by_data(data.eval.take(hparams.eval_steps)), return_dict=True, verbose=0
+        shard_by_data(data.eval.take(training.eval_steps)), return_dict=True, verbose=0
     )
     return TrainResult(
         model=model,

@@ -9,7 +9,8 @@ import tensorflow_transform as tft
 
 from components import features as F
 from components.preprocessing import categorical_sizes, params_from
-from components.training import HParams, TrainData
+from components.training import TrainData
+from settings import TrainingConfig
 
 
 def make_dataset(
@@ -26,7 +27,7 @@ def make_dataset(
 
     cache=True (training data that fits in memory): the first pass decompresses, parses and
     batches the TFRecords once into memory; later epochs only reshuffle the batches, so the CPU
-    spends its time on the model (figures: benchmarks/training_throughput.py, BENCHMARKS.md).
+    spends its time on the model (figures: benchmarks/training_throughput.py, docs/benchmarks.md).
     """
     if cache and repeat:
         batches = tf.data.experimental.make_batched_features_dataset(
@@ -70,7 +71,7 @@ def load_train_data(
     transform_output_dir: str,
     train_files: str | list[str],
     eval_files: str | list[str],
-    hparams: HParams,
+    hparams: TrainingConfig,
     transform_params: Mapping[str, int] | None = None,
     replicas: int = 1,
     cache: bool = False,

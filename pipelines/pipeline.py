@@ -8,7 +8,7 @@ from tfx import v1 as tfx
 
 from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import ROLLBACK_TO_SPAN_KEY, TRAINING_SPAN_KEY, IdempotentPusher
-from components.tuning.component import KatibTuner, TunerSettings
+from components.tuning.component import KatibTuner, tuner_settings
 from components.validation_components import DriftValidator, ValidationGate
 from contract import LABEL
 from pipelines.kserve_push import pusher_custom_config
@@ -132,13 +132,14 @@ def create_pipeline(
             transformed_examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
-            settings=_tuner_settings(config).to_json(),
+            settings=tuner_settings(config),
         )
     trainer_config = {
-        # Steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
-        "hyperparameters": training.model_dump(exclude={"train_steps", "eval_steps"}),
-        "transform": config.transform.model_dump(),
-        "distribution": config.distribution.model_dump(exclude={"workers", "job_timeout_s"}),
+        # The sections as their models' JSON, validated again by run_fn (components/trainer.py);
+        # the steps travel in train_args/eval_args (a Kubeflow run parameter), not here.
+        "training": training.model_dump(mode="json", exclude={"train_steps", "eval_steps"}),
+        "transform": config.transform.model_dump(mode="json"),
+        "distribution": config.distribution.model_dump(mode="json"),
     }
     if config.distribution.strategy == "multi_worker":
         trainer_config.update(platform.multi_worker_settings())
@@ -150,7 +151,7 @@ def create_pipeline(
         train_args=platform.train_args(),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config=trainer_config,
-        # run_fn prefers the tuner's values over custom_config["hyperparameters"].
+        # run_fn prefers the tuner's values over custom_config["training"].
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     )
 
@@ -222,15 +223,3 @@ def _stats_options(config: PipelineConfig) -> tfdv.StatsOptions | None:
     if not config.validation.sketch_statistics:
         return None
     return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
-
-
-def _tuner_settings(config: PipelineConfig) -> TunerSettings:
-    """KatibTuner's parameter: the search, the training values it starts from and, for the
-    cluster backend, the trial pods (the Trainer's resources, the image and the PVC)."""
-    return TunerSettings(
-        pipeline_name=config.name,
-        tuning=config.tuning.model_dump(),
-        training=config.training.model_dump(),
-        transform=config.transform.model_dump(),
-        pod=config.trainer_pod() if config.tuning.backend == "cluster" else {},
-    )

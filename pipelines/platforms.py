@@ -26,6 +26,7 @@ from tfx.proto import range_config_pb2
 
 from components import arrow_csv
 from components.span_example_gen import SpanCsvExampleGen
+from components.tfjob import pod_sections_json
 from pipelines.spans import SpanSelection, select_spans
 from settings import ConfigError, PipelineConfig, StepResources
 
@@ -138,8 +139,8 @@ class LocalPlatform:
         return True
 
     def multi_worker_settings(self) -> dict[str, Any]:
-        # worker processes on this machine (components.local_workers)
-        return {"local_workers": self.config.distribution.workers}
+        # distribution.workers processes on this machine (components.local_workers)
+        return {"local_workers": True}
 
     def finish(self, components: list[base_component.BaseComponent], skip: set[str]) -> None:
         pass
@@ -214,16 +215,10 @@ class KubeflowPlatform:
         return False  # "resolver not implemented yet" in KFP's Argo compiler
 
     def multi_worker_settings(self) -> dict[str, Any]:
-        """components.tfjob's settings for the Trainer's TFJob: each worker gets the Trainer's
-        resources, the image and the PVC every step uses."""
-        distribution = self.config.distribution
-        return {
-            "tfjob": {
-                **self.config.trainer_pod(),
-                "workers": distribution.workers,
-                "timeout_s": distribution.job_timeout_s,
-            }
-        }
+        """The Trainer's TFJob: its workers' pods from the kubeflow and object_store sections
+        (components.tfjob.pod_sections_json: the image, the PVC every step uses, the Trainer's
+        resources); their number and the wait from the distribution section run_fn already has."""
+        return {"tfjob": pod_sections_json(self.config)}
 
     def finish(self, components: list[base_component.BaseComponent], skip: set[str]) -> None:
         """kubeflow.resources on each step's container, except the steps in `skip` (a pod that

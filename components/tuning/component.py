@@ -2,9 +2,10 @@
 Out: the HyperParameters artifact the Trainer consumes and a TunerResults artifact with the report.
 
 A Python-function component, so it compiles for Kubeflow like any other step and the image runs
-it by import path. Its one parameter is the JSON of TunerSettings (what pipelines.pipeline takes
-from the config): the search, the training values it starts from, and for the cluster backend the
-trial pods' image, namespace, resources and volume.
+it by import path. Its one parameter, `settings`, is tuner_settings(config): the config's sections
+the search reads, each as its model's JSON (tuning; training, the values it starts from;
+transform; for the cluster backend the trial pods' kubeflow and object_store sections), validated
+again in the step.
 """
 
 # No `from __future__ import annotations`: TFX reads the real annotations of @component functions.
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
@@ -25,8 +25,16 @@ from tfx.types.standard_artifacts import (
     TunerResults,
 )
 
+from components.tfjob import pod_sections, pod_sections_json
 from components.tuning.report import REPORT_FILE, TuningReport
-from settings import TrainingConfig, TuningConfig
+from settings import (
+    KubeflowConfig,
+    ObjectStoreConfig,
+    PipelineConfig,
+    TrainingConfig,
+    TransformConfig,
+    TuningConfig,
+)
 
 # The file TFX's Trainer reads from a HyperParameters artifact (the only file in it), in the
 # layout TFX's Tuner writes: {"space": ..., "values": {name: value}}.
@@ -34,26 +42,47 @@ HYPERPARAMETERS_FILE = "best_hyperparameters.txt"
 TRIAL_LOGS = "trials"
 
 
-@dataclass
-class TunerSettings:
-    pipeline_name: str
-    tuning: dict[str, Any]
-    training: dict[str, Any]
-    transform: dict[str, int]
-    pod: dict[str, Any] = field(default_factory=dict)  # components.tfjob.TFJobSettings fields
+def tuner_settings(config: PipelineConfig) -> str:
+    """KatibTuner's `settings` parameter: the pipeline's name and the sections the search reads,
+    as their models' JSON (the search space keeps its declared order); the trial pods' sections
+    (components.tfjob.pod_sections_json) only for the cluster backend."""
+    cluster = config.tuning.backend == "cluster"
+    return json.dumps(
+        {
+            "pipeline_name": config.name,
+            "tuning": config.tuning.model_dump(mode="json"),
+            "training": config.training.model_dump(mode="json"),
+            "transform": config.transform.model_dump(mode="json"),
+            "pods": pod_sections_json(config) if cluster else None,
+        }
+    )
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))  # keeps the search space in its declared order
 
-    @classmethod
-    def from_json(cls, text: str) -> "TunerSettings":
-        return cls(**json.loads(text))
+def read_tuner_settings(
+    text: str,
+) -> tuple[
+    str,
+    TuningConfig,
+    TrainingConfig,
+    TransformConfig,
+    tuple[KubeflowConfig, ObjectStoreConfig | None] | None,
+]:
+    """tuner_settings()'s JSON back as the validated sections: (pipeline name, tuning, training,
+    transform, the trial pods' (kubeflow, object_store) or None for the local backend)."""
+    values = json.loads(text)
+    return (
+        values["pipeline_name"],
+        TuningConfig.model_validate(values["tuning"]),
+        TrainingConfig.model_validate(values["training"]),
+        TransformConfig.model_validate(values["transform"]),
+        pod_sections(values["pods"]) if values.get("pods") is not None else None,
+    )
 
 
 def trainer_hyperparameters(report: TuningReport, training: TrainingConfig) -> dict[str, Any]:
     """The Trainer's hyperparameters: training's values with the best trial's on top (steps stay
     with the Trainer's train_args)."""
-    values = training.model_dump(exclude={"train_steps", "eval_steps"})
+    values = training.model_dump(mode="json", exclude={"train_steps", "eval_steps"})
     values.update(report.best.values)
     return {"space": report.parameters, "values": values}
 
@@ -70,13 +99,11 @@ def KatibTuner(
     """Runs the search with the configured backend and writes the best trial's values."""
     from components.tuning.experiment import fixed_trial_args
 
-    parsed = TunerSettings.from_json(settings)
-    tuning = TuningConfig.model_validate(parsed.tuning)
-    training = TrainingConfig.model_validate(parsed.training)
+    pipeline_name, tuning, training, transform, pods = read_tuner_settings(settings)
     args = fixed_trial_args(
         tuning,
         training,
-        parsed.transform,
+        transform.model_dump(),
         [
             f"--transformed-examples={transformed_examples.uri}",
             f"--transform-graph={transform_graph.uri}",
@@ -94,22 +121,18 @@ def KatibTuner(
                 training,
                 args,
                 trial_logs if "://" not in trial_logs else local,
-                experiment=f"{parsed.pipeline_name} (local)",
+                experiment=f"{pipeline_name} (local)",
             )
             if "://" in trial_logs:
                 _copy_tree(local, trial_logs)
     else:
-        from components.tfjob import TFJobSettings
         from components.tuning.cluster_backend import katib_client, run_cluster_search
         from components.tuning.experiment import build_experiment, experiment_name
 
         run_key = hashlib.sha256(tuning_report.uri.encode()).hexdigest()[:10]
-        experiment = build_experiment(
-            experiment_name(parsed.pipeline_name, run_key),
-            tuning,
-            TFJobSettings.from_mapping(parsed.pod),
-            args,
-        )
+        if pods is None:
+            raise ValueError("tuning.backend=cluster needs the trial pods' sections in settings")
+        experiment = build_experiment(experiment_name(pipeline_name, run_key), tuning, *pods, args)
         report = run_cluster_search(tuning, experiment, katib_client())
     print(report.table(), flush=True)
     _write(os.path.join(tuning_report.uri, REPORT_FILE), report.to_json())

@@ -14,9 +14,9 @@ from typing import Any
 from kubeflow.katib import models as katib
 from kubernetes.client import ApiClient, V1ObjectMeta
 
-from components.tfjob import TFJobSettings, pod_spec
+from components.tfjob import pod_spec
 from components.tuning.search_space import parameter_specs, trial_flags
-from settings import PipelineConfig, TrainingConfig, TuningConfig
+from settings import KubeflowConfig, ObjectStoreConfig, PipelineConfig, TrainingConfig, TuningConfig
 
 API_VERSION, KIND = "kubeflow.org/v1beta1", "Experiment"
 TRIAL_MODULE = "components.tuning.trial"
@@ -61,13 +61,20 @@ def fixed_trial_args(
 def build_experiment(
     name: str,
     tuning: TuningConfig,
-    pod: TFJobSettings,
+    kubeflow: KubeflowConfig,
+    object_store: ObjectStoreConfig | None,
     fixed_args: list[str],
 ) -> katib.V1beta1Experiment:
-    """One Experiment: the search (parameters, algorithm, budget, early stopping), the objective
-    (maximize the trials' last reported `auc`) and the trial Job template."""
+    """One Experiment in kubeflow.namespace: the search (parameters, algorithm, budget, early
+    stopping), the objective (maximize the trials' last reported `auc`) and the trial Job template
+    (components.tfjob.pod_spec: the image, the volume, the training step's resources and the
+    object store's settings and keys)."""
     spec = pod_spec(
-        pod, PRIMARY_CONTAINER, ["python", "-m", TRIAL_MODULE], fixed_args + trial_flags(tuning)
+        kubeflow,
+        object_store,
+        PRIMARY_CONTAINER,
+        ["python", "-m", TRIAL_MODULE],
+        fixed_args + trial_flags(tuning),
     )
     spec["restartPolicy"] = "Never"  # a failed trial is recorded; Katib starts the next one
     early_stopping = None
@@ -88,7 +95,7 @@ def build_experiment(
         kind=KIND,
         metadata=V1ObjectMeta(
             name=name,
-            namespace=pod.namespace,
+            namespace=kubeflow.namespace,
             labels={"app.kubernetes.io/part-of": "shop-ranking"},
         ),
         spec=katib.V1beta1ExperimentSpec(
@@ -161,18 +168,28 @@ MANIFEST_HEADER = """\
 """
 
 
-def standalone_experiment(config: PipelineConfig) -> katib.V1beta1Experiment:
-    """The Experiment as the pipeline step would create it, reading the newest Transform output
-    under config.pipeline_root instead of one run's artifacts."""
-    tuning = config.tuning
-    args = fixed_trial_args(
-        tuning,
+def standalone_trial_args(config: PipelineConfig) -> list[str]:
+    """Every trial's fixed arguments for a search outside a pipeline run: config's tuning,
+    training and transform sections, on the newest Transform output under config.pipeline_root
+    (--latest-under). The standalone Experiment's trials take them, and so does a local search
+    started by hand (run_local_search(config.tuning, config.training, these, workdir))."""
+    return fixed_trial_args(
+        config.tuning,
         config.training,
         config.transform.model_dump(),
         [f"--latest-under={config.pipeline_root}"],
     )
+
+
+def standalone_experiment(config: PipelineConfig) -> katib.V1beta1Experiment:
+    """The Experiment as the pipeline step would create it, reading the newest Transform output
+    under config.pipeline_root instead of one run's artifacts."""
     return build_experiment(
-        f"{config.name[:28].rstrip('-')}-tune", tuning, TFJobSettings(**config.trainer_pod()), args
+        f"{config.name[:28].rstrip('-')}-tune",
+        config.tuning,
+        config.kubeflow,
+        config.pod_object_store(),
+        standalone_trial_args(config),
     )
 
 

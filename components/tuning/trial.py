@@ -13,10 +13,9 @@ import argparse
 import os
 import re
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from components.filesystems import exit_process, register_filesystems  # noqa: E402
-from settings import TrainingConfig  # noqa: E402
+from components.filesystems import exit_process, register_filesystems
+from components.runtime import prepare_tensorflow_process
+from settings import TrainingConfig
 
 OBJECTIVE, LOSS = "auc", "loss"
 
@@ -75,12 +74,13 @@ def latest_transform_outputs(root: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    prepare_tensorflow_process()  # before TensorFlow loads (tensorflow-io below imports it)
     register_filesystems(vars(args).values())  # the transformed examples may be on s3://
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from components.preprocessing import categorical_sizes, params_from
-    from components.training import HParams, TrainData, train
+    from components.training import TrainData, train
     from components.transformed_data import holdout_datasets
     from components.tuning.search_space import typed_assignments
 
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in TrainingConfig.model_fields
         if getattr(args, name) is not None
     }
-    values = {**TrainingConfig().model_dump(), **typed_assignments(given)}
-    hparams = HParams.from_mapping(values)
+    # The flags Katib and fixed_trial_args give, typed; a field without a flag keeps its default.
+    hparams = TrainingConfig.model_validate(typed_assignments(given))
     if args.latest_under:
         examples, graph = latest_transform_outputs(args.latest_under)
     else:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Every validation batch counts (take() with a count above the batches takes them all).
     result = train(
-        HParams.from_mapping({**hparams.to_dict(), "eval_steps": 2**31 - 1}),
+        TrainingConfig.model_validate({**hparams.model_dump(), "eval_steps": 2**31 - 1}),
         data,
         callbacks=[ReportObjective()],
         verbose=0,

@@ -1,6 +1,16 @@
+import json
+
 import pytest
 
-from settings import ConfigError, PipelineConfig, load_config
+from settings import (
+    ConfigError,
+    DistributionConfig,
+    PipelineConfig,
+    Section,
+    TrainingConfig,
+    TransformConfig,
+    load_config,
+)
 
 
 def test_local_config_loads_and_overrides_are_typed():
@@ -51,13 +61,69 @@ def test_paths_derive_from_output_root():
     assert config.serving_dir == "/tmp/x/serving/shop-ranking"
 
 
-def test_training_config_and_hparams_agree():
-    """The trainer's HParams and the config's TrainingConfig declare the same names and defaults."""
-    from components.training import HParams
+def test_the_train_workers_defaults_are_the_training_sections():
+    """`python -m components.train_worker --hparams {}` (or no --hparams) trains with
+    TrainingConfig()'s values: the worker has no defaults of its own."""
+    from components.worker_flags import parse_args, worker_sections
 
-    config = PipelineConfig().training.model_dump()
-    hparams = HParams.from_mapping(config).to_dict()
-    assert hparams == config
+    paths = ["--transform-output=t", "--train-files=a", "--eval-files=b"]
+    paths += ["--serving-model-dir=m", "--model-run-dir=r"]
+    for extra in (["--hparams", "{}"], []):
+        training, transform, distribution = worker_sections(parse_args(paths + extra))
+        assert training == TrainingConfig()
+        assert (transform, distribution) == (TransformConfig(), DistributionConfig())
+    with pytest.raises(ValueError, match="learning_rate"):
+        worker_sections(parse_args([*paths, "--hparams", '{"learning_rate": -1}']))
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides"),
+    [
+        ("local", []),
+        ("kubeflow", []),
+        (
+            "kubeflow",
+            [
+                "tuning.search_space.l2=null",  # a default parameter taken out of the search
+                "tuning.search_space.dropout.max=0.4",
+                "kubeflow.resources.Trainer.cpu=null",
+                "kubeflow.resources.Pusher.cpu=1",
+                "distribution.strategy=multi_worker",
+                "training.hidden_units=[16]",
+            ],
+        ),
+    ],
+)
+def test_a_config_validated_again_from_its_json_is_the_same_config(env, overrides):
+    """What crosses a process boundary (custom_config, a step's parameter, a worker's flags) is
+    a section's model_dump(mode="json"); validated again, it must be the same section."""
+    config = load_config(env, overrides)
+    again = PipelineConfig.model_validate(json.loads(json.dumps(config.model_dump(mode="json"))))
+    assert again == config
+    for name in PipelineConfig.model_fields:
+        section = getattr(config, name)
+        if isinstance(section, Section):
+            assert type(section).model_validate(section.model_dump(mode="json")) == section, name
+    if "tuning.search_space.l2=null" in overrides:
+        assert "l2" not in again.tuning.search_space
+
+
+def test_each_section_is_defined_once_in_its_module():
+    import settings
+
+    sections = {n: v for n, v in vars(settings).items() if isinstance(v, type)}
+    sections = {n: v for n, v in sections.items() if issubclass(v, Section) and v is not Section}
+    assert {v.__module__ for v in sections.values()} <= {
+        f"settings.{m}"
+        for m in (
+            "data", "validation", "training", "tuning", "pusher", "serving", "monitoring",
+            "kubeflow", "compose",
+        )
+    }  # fmt: skip
+    assert set(settings.__all__) <= set(vars(settings))
+    for name, field in PipelineConfig.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            assert sections[field.annotation.__name__] is field.annotation, name
 
 
 def test_step_resource_overrides_keep_the_other_defaults():

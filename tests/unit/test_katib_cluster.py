@@ -12,7 +12,6 @@ from kubeflow.katib import models as katib
 from kubeflow.katib.api_client import ApiClient as KatibApiClient
 from kubernetes import client
 
-from components.tfjob import TFJobSettings
 from components.tuning import cluster_backend
 from components.tuning.experiment import build_experiment, fixed_trial_args
 from components.tuning.report import TuningError
@@ -111,12 +110,11 @@ def katib_for():
 
 
 def _experiment(tuning, name="shop-ranking-tune-abc"):
-    config = load_config("kubeflow")
+    config = load_config("kubeflow", [f"kubeflow.namespace={NS}"])
     args = fixed_trial_args(
         tuning, config.training, config.transform.model_dump(), ["--latest-under=/mnt/shop/x"]
     )
-    pod = TFJobSettings(**{**config.trainer_pod(), "namespace": NS})
-    return build_experiment(name, tuning, pod, args)
+    return build_experiment(name, tuning, config.kubeflow, config.pod_object_store(), args)
 
 
 RUNNING = _condition("Running", "ExperimentRunning")

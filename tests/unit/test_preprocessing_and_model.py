@@ -13,8 +13,9 @@ from tensorflow_transform.tf_metadata import metadata_io, schema_utils
 from components import features as F
 from components.preprocessing import DEFAULT_PARAMS, categorical_sizes, preprocessing_fn
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE, export_serving_model
-from components.training import HParams, TrainData, train
+from components.training import TrainData, train
 from contract.schema_tool import load_schema
+from settings import TrainingConfig
 from simulator.generate import SimulationOptions, generate_span
 
 
@@ -71,15 +72,15 @@ def _dataset(data, batch, repeat):
 @pytest.fixture(scope="module")
 def trained(transformed):
     data, output = transformed
-    hparams = HParams(
-        train_steps=60, eval_steps=5, batch_size=64, hidden_units=(16,), embedding_dim=4
+    training = TrainingConfig(
+        train_steps=60, eval_steps=5, batch_size=64, hidden_units=[16], embedding_dim=4
     )
     train_data = TrainData(
         train=_dataset(data, 64, True),
         eval=_dataset(data, 64, False),
         categorical_sizes=categorical_sizes(output, DEFAULT_PARAMS),
     )
-    return train(hparams, train_data, verbose=0), output
+    return train(training, train_data, verbose=0), output
 
 
 def test_train_core_learns_signal(trained):
@@ -89,11 +90,15 @@ def test_train_core_learns_signal(trained):
     assert len(result.history["loss"]) == 10
 
 
-def test_hparams_from_mapping_types_and_rejects_unknown():
-    h = HParams.from_mapping({"learning_rate": "0.01", "hidden_units": "32,16", "train_steps": 5.0})
-    assert h.learning_rate == 0.01 and h.hidden_units == (32, 16) and h.train_steps == 5
+def test_the_training_section_types_its_values_and_rejects_unknown_names():
+    """train() takes the config's TrainingConfig itself; JSON from a step's parameters or a
+    worker's flags is validated into it."""
+    t = TrainingConfig.model_validate(
+        {"learning_rate": "0.01", "hidden_units": [32, 16], "train_steps": 5.0}
+    )
+    assert t.learning_rate == 0.01 and t.hidden_units == [32, 16] and t.train_steps == 5
     with pytest.raises(ValueError, match="bogus"):
-        HParams.from_mapping({"bogus": 1})
+        TrainingConfig.model_validate({"bogus": 1})
 
 
 def test_signatures_score_raw_json_and_serialized_examples_the_same(trained, frame, tmp_path):

@@ -12,9 +12,14 @@ from kubernetes import client
 from test_manifests import round_trip_differences
 
 from components import tfjob
-from components.train_worker import worker_args
-from pipelines.pipeline import _tfjob_settings
-from settings import load_config
+from components.worker_flags import parse_args, worker_args, worker_sections
+from settings import (
+    DistributionConfig,
+    KubeflowConfig,
+    TrainingConfig,
+    TransformConfig,
+    load_config,
+)
 
 BASE = "/apis/kubeflow.org/v1/namespaces/team/tfjobs"
 
@@ -66,17 +71,21 @@ def api_for():
         server.shutdown()
 
 
-SETTINGS = tfjob.TFJobSettings(
+KUBEFLOW = KubeflowConfig(
     image="ghcr.io/x/shop-ranking:1",
     namespace="team",
-    workers=3,
-    cpu=4,
-    memory_gb=16,
-    accelerator_type="nvidia.com/gpu",
-    accelerator_count=1,
     pvc_name="shop-ranking-store",
-    poll_s=0,
+    resources={
+        "Trainer": {
+            "cpu": 4,
+            "memory_gb": 16,
+            "accelerator_type": "nvidia.com/gpu",
+            "accelerator_count": 1,
+        }
+    },
 )
+WORKERS = 3
+DISTRIBUTION = DistributionConfig(strategy="multi_worker", workers=WORKERS)
 FN_ARGS = SimpleNamespace(
     transform_output="/mnt/shop/t/graph",
     train_files=["/mnt/shop/t/ex/Split-train/*"],
@@ -87,8 +96,14 @@ FN_ARGS = SimpleNamespace(
 
 
 def manifest():
-    args = worker_args(FN_ARGS, {"train_steps": 10}, None, {"strategy": "multi_worker"})
-    return tfjob.tfjob_manifest(tfjob.job_name(FN_ARGS.model_run_dir), SETTINGS, args)
+    args = worker_args(FN_ARGS, TrainingConfig(train_steps=10), TransformConfig(), DISTRIBUTION)
+    return tfjob.tfjob_manifest(
+        tfjob.job_name(FN_ARGS.model_run_dir), KUBEFLOW, None, WORKERS, args
+    )
+
+
+def run(api, job, **kwargs):
+    return tfjob.run_tfjob(api, job, timeout_s=60, poll_s=0, log=lambda _: None, **kwargs)
 
 
 def test_manifest_runs_the_worker_entry_point_with_the_trainers_resources():
@@ -98,22 +113,25 @@ def test_manifest_runs_the_worker_entry_point_with_the_trainers_resources():
     template = worker["template"]
     assert round_trip_differences(template, "V1PodTemplateSpec") == []
     container = template["spec"]["containers"][0]
-    assert container["name"] == "tensorflow" and container["image"] == SETTINGS.image
+    assert container["name"] == "tensorflow" and container["image"] == KUBEFLOW.image
     assert container["command"] == ["python", "-m", "components.train_worker"]
     assert container["args"][container["args"].index("--serving-model-dir") + 1] == (
         FN_ARGS.serving_model_dir
     )
-    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16G", "nvidia.com/gpu": "1"}
-    assert template["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == SETTINGS.pvc_name
-    from components.train_worker import parse_args
-
+    assert container["resources"]["limits"] == {
+        "cpu": "4.0", "memory": "16.0G", "nvidia.com/gpu": "1"}  # fmt: skip
+    assert template["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == KUBEFLOW.pvc_name
+    assert {e["name"]: e["value"] for e in container["env"]} == {"TF_USE_LEGACY_KERAS": "1"}
     parsed = parse_args(container["args"])  # the entry point accepts exactly these flags
+    training, transform, distribution = worker_sections(parsed)  # and validates them again
+    assert training == TrainingConfig(train_steps=10) and transform == TransformConfig()
+    assert distribution == DISTRIBUTION
     assert json.loads(parsed.distribution)["strategy"] == "multi_worker"
 
 
 def test_a_job_that_succeeds_is_waited_for_and_deleted(api_for):
     api, state = api_for([("Created", ""), ("Running", ""), ("Succeeded", "done")])
-    job = tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+    job = run(api, manifest())
     assert [c["type"] for c in job["status"]["conditions"]] == ["Created", "Running", "Succeeded"]
     methods = [m for m, _ in state.requests]
     assert methods == ["POST", "GET", "GET", "GET", "DELETE"] and not state.jobs
@@ -122,26 +140,27 @@ def test_a_job_that_succeeds_is_waited_for_and_deleted(api_for):
 def test_a_failed_job_fails_the_step_with_its_message(api_for):
     api, state = api_for([("Created", ""), ("Failed", "worker-1 OOMKilled")])
     with pytest.raises(tfjob.TFJobError, match="team/shop-ranking-train-.* failed: worker-1 OOM"):
-        tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+        run(api, manifest())
     assert not state.jobs  # deleted even so
 
 
 def test_a_job_that_never_ends_times_out(api_for):
     api, _ = api_for([("Created", ""), ("Running", "")])
     ticks = iter(range(0, 10_000, 600))
-    settings = tfjob.TFJobSettings(image="i", namespace="team", timeout_s=1800, poll_s=0)
     with pytest.raises(tfjob.TFJobError, match="did not finish within 1800s"):
-        tfjob.run_tfjob(api, manifest(), settings, log=lambda _: None, clock=lambda: next(ticks))
+        tfjob.run_tfjob(
+            api, manifest(), timeout_s=1800, poll_s=0, log=lambda _: None, clock=lambda: next(ticks)
+        )
 
 
 def test_a_refused_create_names_the_status(api_for):
     api, state = api_for([("Succeeded", "")])
     state.fail_create = 403
     with pytest.raises(tfjob.TFJobError, match="create failed: HTTP 403"):
-        tfjob.run_tfjob(api, manifest(), SETTINGS, log=lambda _: None)
+        run(api, manifest())
 
 
-def test_settings_come_from_the_pipeline_config():
+def test_the_workers_pods_come_from_the_pipeline_configs_sections():
     config = load_config(
         "kubeflow",
         [
@@ -151,13 +170,18 @@ def test_settings_come_from_the_pipeline_config():
             "kubeflow.resources.Trainer.accelerator_count=2",
         ],
     )
-    settings = tfjob.TFJobSettings.from_mapping(_tfjob_settings(config))
-    assert (settings.workers, settings.accelerator_count, settings.pvc_name) == (
-        4,
-        2,
-        "shop-ranking-store",
-    )
-    assert settings.image == config.kubeflow.image
+    # What the Trainer's custom_config carries, as JSON, and what run_fn reads back from it.
+    carried = json.loads(json.dumps(tfjob.pod_sections_json(config)))
+    kubeflow, object_store = tfjob.pod_sections(carried)
+    assert (kubeflow, object_store) == (config.kubeflow, config.object_store)
+    job = tfjob.tfjob_manifest("j", kubeflow, object_store, config.distribution.workers, [])
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    [container] = worker["template"]["spec"]["containers"]
+    assert worker["replicas"] == 4 and job["metadata"]["namespace"] == config.kubeflow.namespace
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"  # the Trainer's resources
+    assert container["image"] == config.kubeflow.image
+    claim = worker["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim == "shop-ranking-store"
 
 
 def test_the_pipeline_runner_may_launch_and_clean_up_tfjobs():
@@ -182,12 +206,14 @@ def test_the_pipeline_runner_may_launch_and_clean_up_tfjobs():
 
 def test_workers_on_an_object_store_root_get_its_settings_and_keys_from_the_secret():
     config = load_config("kubeflow", ["distribution.strategy=multi_worker"])
-    settings = tfjob.TFJobSettings.from_mapping({**config.trainer_pod(), "workers": 2})
-    [container] = tfjob.pod_spec(settings, "tensorflow", ["python"], [])["containers"]
+    kubeflow, object_store = tfjob.pod_sections(tfjob.pod_sections_json(config))
+    [container] = tfjob.pod_spec(kubeflow, object_store, "tensorflow", ["python"], [])["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["S3_ENDPOINT"]["value"] == config.object_store.endpoint
     assert env["TF_USE_LEGACY_KERAS"]["value"] == "1"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "mlpipeline-minio-artifact", "key": "secretkey"}  # fmt: skip
     local = load_config("kubeflow", ["output_root=/mnt/shop/outputs", "data.root=/mnt/shop/data"])
-    assert "secret_env" not in local.trainer_pod()  # a PVC root needs no keys
+    assert local.pod_object_store() is None  # a PVC root needs no S3 settings or keys
+    [container] = tfjob.pod_spec(local.kubeflow, None, "tensorflow", ["python"], [])["containers"]
+    assert container["env"] == [{"name": "TF_USE_LEGACY_KERAS", "value": "1"}]

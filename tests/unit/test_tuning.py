@@ -3,7 +3,6 @@ names travel (Katib Experiment, trial template flags, trial CLI, Trainer), the g
 Katib's suggestion libraries, metric parsing, medianstop, and the local backend with a stand-in
 trial (tests/unit/fake_trial.py) that fails, hangs or reports slowly on request."""
 
-import dataclasses
 import json
 import math
 import os
@@ -18,10 +17,9 @@ import yaml
 from kubeflow.katib.api_client import ApiClient as KatibApiClient
 from test_manifests import differences, round_trip_differences
 
-from components.trainer import hparams_from_fn_args
-from components.training import HParams
+from components.trainer import training_from_fn_args
 from components.tuning import search_space as S
-from components.tuning.component import trainer_hyperparameters
+from components.tuning.component import read_tuner_settings, trainer_hyperparameters, tuner_settings
 from components.tuning.experiment import (
     manifest_text,
     standalone_experiment,
@@ -65,13 +63,13 @@ def test_every_tuned_name_matches_across_config_experiment_flags_trial_and_train
     assert [p["name"] for p in template["trialParameters"]] == declared
     assert [p["reference"] for p in template["trialParameters"]] == declared
     assert {n: flags[n] for n in declared} == {n: f"${{trialParameters.{n}}}" for n in declared}
-    # The trial CLI takes every flag of the template; the Trainer's HParams has every name.
+    # The trial CLI takes every flag of the template; the Trainer's TrainingConfig has every name.
     parsed = parse_args([re.sub(r"\$\{trialParameters\.\w+\}", "1", a) for a in container["args"]])
     assert all(getattr(parsed, n) == "1" for n in declared)
-    hparam_fields = {f.name for f in dataclasses.fields(HParams)}
-    assert set(declared) <= hparam_fields
+    training_fields = set(TrainingConfig.model_fields)
+    assert set(declared) <= training_fields
     # Untuned fields ride along at their configured values, so trial and Trainer train alike.
-    untuned = hparam_fields - NOT_TUNABLE - set(declared) | {"seed"}
+    untuned = training_fields - NOT_TUNABLE - set(declared) | {"seed"}
     assert untuned <= set(flags)
     assert flags["batch_size"] == str(config.training.batch_size)
 
@@ -87,15 +85,53 @@ def test_the_trainer_trains_with_the_best_trials_typed_values():
     hyperparameters = trainer_hyperparameters(report, config.training)
     fn_args = SimpleNamespace(
         custom_config={
-            "hyperparameters": config.training.model_dump(exclude={"train_steps", "eval_steps"})
+            "training": config.training.model_dump(
+                mode="json", exclude={"train_steps", "eval_steps"}
+            )
         },
         hyperparameters=json.loads(json.dumps(hyperparameters)),  # as the Trainer reads the file
         train_steps=7,
         eval_steps=2,
     )
-    hparams = hparams_from_fn_args(fn_args)
-    assert hparams.learning_rate == 0.00949 and hparams.embedding_dim == 16
-    assert hparams.dropout == config.training.dropout and hparams.train_steps == 7
+    training = training_from_fn_args(fn_args)
+    assert isinstance(training, TrainingConfig)
+    assert training == TrainingConfig.model_validate(
+        {
+            **config.training.model_dump(),
+            "learning_rate": 0.00949,
+            "embedding_dim": 16,
+            "train_steps": 7,
+            "eval_steps": 2,
+        }
+    )
+    # Without a tuner: the config's section, with the Trainer's steps.
+    fn_args.hyperparameters = None
+    assert training_from_fn_args(fn_args) == config.training.model_copy(
+        update={"train_steps": 7, "eval_steps": 2}
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["tuning.backend=local", "tuning.search_space.l2=null"],
+        ["output_root=/mnt/shop/outputs", "data.root=/mnt/shop/data"],  # no object store
+    ],
+)
+def test_the_tuner_step_reads_back_the_configs_own_sections(overrides):
+    config = load_config("kubeflow", overrides)
+    name, tuning, training, transform, pods = read_tuner_settings(tuner_settings(config))
+    assert (name, tuning, training, transform) == (
+        config.name,
+        config.tuning,
+        config.training,
+        config.transform,
+    )
+    if config.tuning.backend == "cluster":
+        assert pods == (config.kubeflow, config.pod_object_store())
+    else:
+        assert pods is None
 
 
 def test_katib_string_values_are_typed_as_the_config_declares():
