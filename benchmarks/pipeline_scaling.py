@@ -2,14 +2,14 @@
 sizes, the per-row slope between sizes, Beam's in-memory vs multi-processing DirectRunner on
 StatisticsGen and Transform, and TFX's own Chicago taxi pipeline as a peer, in one run.
 
-    .venv/bin/python -m benchmarks.pipeline_scaling                       # BENCHMARKS.md's run
+    .venv/bin/python -m benchmarks.pipeline_scaling                       # docs/benchmarks.md's run
     .venv/bin/python -m benchmarks.pipeline_scaling --sizes 10000 --no-beam-modes --no-peer
 
 Each pipeline run is a fresh child process (`shop-pipeline run`'s code path: run_local on
 settings/conf/local.yaml, two spans of N rows each, so ExampleGen and StatisticsGen read 2N rows: the span
 and the previous one the drift check compares it with). Variants are config overrides and
 environment variables: "before" is what this repo did before the benchmark, "after" the defaults
-now (BENCHMARKS.md says what each one changes).
+now (docs/benchmarks.md says what each one changes).
 Figures are printed as a table and written as JSON; nothing here asserts a time.
 """
 
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from components.runtime import prepare_tensorflow_process
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,7 +42,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 REST = "rest"
 
 # Config overrides (and environment) per variant. "before": what the pipeline did before this
-# benchmark; "after": the shipped defaults. BENCHMARKS.md explains each difference.
+# benchmark; "after": the shipped defaults. docs/benchmarks.md explains each difference.
 VARIANTS: dict[str, list[str]] = {
     "before": [
         "data.csv_reader=tfx",  # TFX's CsvExampleGen executor, cell by cell in Python
@@ -403,7 +405,7 @@ def table(report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    """BENCHMARKS.md's tables, from the JSON a run wrote (`--markdown-from`)."""
+    """docs/benchmarks.md's tables, from the JSON a run wrote (`--markdown-from`)."""
     groups = [*GROUPS, REST]
     out = [
         "| rows | variant | " + " | ".join(groups) + " | total | process |",
@@ -458,6 +460,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_tensorflow_process(import_tensorflow=False)  # environment and warning filters
     parser = argparse.ArgumentParser(prog="benchmarks.pipeline_scaling", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     for name in ("_pipeline", "_peer"):
@@ -483,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=".cache/bench-pipeline", help="data and outputs (kept)")
     parser.add_argument("--json", default="outputs/benchmarks/pipeline_scaling.json")
     parser.add_argument("--markdown-from", metavar="JSON",
-                        help="print BENCHMARKS.md's tables from a finished run's JSON and exit")  # fmt: skip
+                        help="print docs/benchmarks.md's tables from a finished run's JSON and exit")  # fmt: skip
     args = parser.parse_args(argv)
     if args.markdown_from:
         print(markdown(json.loads(Path(args.markdown_from).read_text())))

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from components.runtime import prepare_tensorflow_process
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -195,6 +197,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_tensorflow_process(import_tensorflow=False)  # environment and warning filters
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="local")
     parser.add_argument("--model-dir", help="Pusher's base dir (default: the config's serving_dir)")

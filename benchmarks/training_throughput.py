@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from components.runtime import prepare_tensorflow_process
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -143,6 +145,7 @@ def measure(rows: int, steps: int, batch: int, warmup: int, seed: int, rounds: i
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_tensorflow_process(import_tensorflow=False)  # environment and warning filters
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=300, help="timed steps per input")

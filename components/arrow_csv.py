@@ -2,7 +2,7 @@
 tf.Examples (data.csv_reader: arrow, the default).
 
 TFX's CsvExampleGen executor builds every tf.Example cell by cell in Python; it was the pipeline's
-largest per-row cost (BENCHMARKS.md). This executor keeps its output contract:
+largest per-row cost (docs/benchmarks.md). This executor keeps its output contract:
 - one feature per CSV column, named by the header; the same columns in every file of a split;
 - a column's type is inferred over all files of the split as TFX's CSV decoder does: int if every
   non-blank cell is an int, else float, else bytes (a column with one "twelve" becomes bytes, which

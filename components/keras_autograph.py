@@ -6,6 +6,10 @@ exemption the first trace of a train, evaluate or export step transpiles several
 functions, about 20 s per process on this machine before one step runs (BENCHMARKS.md). Our own
 functions are still converted. SHOP_KERAS_AUTOGRAPH=1 restores TensorFlow's default (the
 benchmark's "before" variant).
+
+Never applied on import: the entry points call it (components.runtime.prepare_tensorflow_process),
+and so does the Trainer's run_fn for processes TFX started; code that trains in a process of its
+own (a notebook, a benchmark) calls `exempt_tf_keras()` before its first step.
 """
 
 from __future__ import annotations

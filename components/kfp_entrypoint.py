@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from components.filesystems import exit_process, register_filesystems
+from components.runtime import prepare_tensorflow_process
 
 # The logs output the KFP driver adds (backend/src/v2/driver provisionOutputs, 2.5+), typed
 # system.Artifact: `executor-logs`, and from 2.17 `executor-logs-<retry index>`.
@@ -156,6 +157,7 @@ def adapt(executor_input: dict[str, Any], inputs_spec: dict[str, Any] | None) ->
 def main(argv: list[str] | None = None) -> int:
     """Runs the step and returns 0; a failure raises (`python -m` turns both into the exit code,
     with components.filesystems.exit_process)."""
+    prepare_tensorflow_process()  # the image sets TF_USE_LEGACY_KERAS too; this quiets the import
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
     logging.basicConfig(level=logging.INFO)

@@ -11,9 +11,6 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from components import features as F
-from components.keras_autograph import exempt_tf_keras
-
-exempt_tf_keras()  # ~20 s less per process: see components/keras_autograph.py
 
 
 def require_keras_2() -> None:
@@ -22,7 +19,8 @@ def require_keras_2() -> None:
     if not version.startswith("2"):
         raise RuntimeError(
             f"tf.keras is Keras {version}; TFX 1.16 needs Keras 2. Set TF_USE_LEGACY_KERAS=1 "
-            "before TensorFlow is imported (the Makefile and the package's __init__ do)."
+            "before TensorFlow is imported (the Makefile and components.runtime's "
+            "prepare_tensorflow_process, which the entry points call, do)."
         )
 
 

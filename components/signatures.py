@@ -3,19 +3,22 @@
 - serving_default: serialized tf.Example strings (`examples`), as TF Serving, TFMA and BulkInferrer
   send them;
 - serving_raw: one named tensor per raw feature, for JSON clients (KServe V1 `inputs`, V2 infer).
-Both return `purchase_probability` with shape [batch].
+Both return `purchase_probability` with shape [batch]. `score_raw_rows` calls serving_raw in
+process (notebooks, tests, batch scoring): the model server's answer without the server.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features as F
-from components.keras_autograph import exempt_tf_keras
 from components.serving_contract import build_contract, write_contract
-
-exempt_tf_keras()  # ~20 s less per process: see components/keras_autograph.py
 
 OUTPUT_KEY = "purchase_probability"
 RAW_SIGNATURE = "serving_raw"
@@ -63,3 +66,27 @@ def export_serving_model(
     )
     schema = tf_transform_output.raw_metadata.schema
     write_contract(path, build_contract(schema, sorted(spec), RAW_SIGNATURE, OUTPUT_KEY))
+
+
+def score_raw_rows(
+    model: str | os.PathLike | Any, rows: Mapping[str, Sequence[Any]] | Any
+) -> np.ndarray:
+    """Scores raw rows with a SavedModel's serving_raw signature: P(purchase), one per row.
+
+    `model` is a SavedModel directory (a pushed version folder) or one tf.saved_model.load
+    returned; `rows` a pandas DataFrame or a mapping of column -> values. Columns the signature
+    does not take (the label, the event id) are ignored; each value is cast to the dtype the
+    signature declares. A missing column is a KeyError naming every missing one.
+    """
+    if isinstance(model, str | os.PathLike):
+        model = tf.saved_model.load(os.fspath(model))
+    signature = model.signatures[RAW_SIGNATURE]
+    spec = signature.structured_input_signature[1]
+    columns = set(rows.keys())
+    missing = sorted(name for name in spec if name not in columns)
+    if missing:
+        raise KeyError(f"rows lack the column(s) {missing} that {RAW_SIGNATURE} takes")
+    inputs = {
+        name: tf.constant(np.asarray(rows[name]), dtype=spec[name].dtype) for name in sorted(spec)
+    }
+    return signature(**inputs)[OUTPUT_KEY].numpy().reshape(-1)

@@ -8,7 +8,7 @@ FileBasedInputProcessor) at the start of the executor, with the span as a run-ti
 (0 = the newest span under input_base, minus `span_offset` for the previous-span baseline), and
 records span, version and fingerprint on the output artifact as the driver would.
 
-Trade-off (see README): without the pre-cache-check hook, KFP cannot skip this step when the span
+Trade-off (docs/kubeflow.md): without the pre-cache-check hook, KFP cannot skip this step when the span
 is unchanged, so the compiler turns caching off for it (a cached result could be a stale span).
 """
 

@@ -7,9 +7,9 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 
+from components.runtime import prepare_tensorflow_process
 from pipelines.cli import add_config_args
 from settings import ConfigError, load_config
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_tensorflow_process(import_tensorflow=False)  # before anything can import TensorFlow
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides)
     if args.command == "scenario":
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"shop-monitor: {err}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    prepare_tensorflow_process()  # TFDV and the model's SavedModel load TensorFlow
     from monitoring.monitor import check as run_check
     from monitoring.report import summary_lines
     from monitoring.traffic import Window

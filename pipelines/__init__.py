@@ -1,6 +1,5 @@
-"""The pipeline definition (create_pipeline), its typed config, and thin runners."""
+"""The pipeline definition (create_pipeline), its typed config, and thin runners.
 
-import os
-
-# TFX 1.16 is built for Keras 2: make tf.keras resolve to tf_keras before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+Importing it changes nothing in the process; `shop-pipeline` (pipelines.cli) sets TensorFlow up
+(components.runtime.prepare_tensorflow_process) before it imports anything that loads it.
+"""

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
+from components.runtime import prepare_tensorflow_process
 from settings import ConfigError, load_config
 
 
@@ -28,6 +28,8 @@ def add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TF_USE_LEGACY_KERAS and the warning filters before anything can import TensorFlow.
+    prepare_tensorflow_process(import_tensorflow=False)
     parser = argparse.ArgumentParser(prog="shop-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the whole pipeline locally (LocalDagRunner)")
@@ -111,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "katib-manifest":
         return _katib_manifest(config, args)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Google client libraries warn about Python 3.10 on import; TFX 1.16 needs 3.10 (DESIGN.md).
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    prepare_tensorflow_process()  # the commands below load TensorFlow (through TFX or Beam)
     if args.command == "compile":
         return _compile(config, args.output)
     if args.command == "score":

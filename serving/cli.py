@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from components.runtime import prepare_tensorflow_process
 from pipelines.cli import add_config_args
 from settings import ConfigError, PipelineConfig, load_config, server_flags
 
@@ -156,6 +157,9 @@ def _kserve_manifest(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The environment (inherited by the server) and the warning filters; TensorFlow loads here
+    # only for an object-store serving_dir (serving.versions), so it is not imported up front.
+    prepare_tensorflow_process(import_tensorflow=False)
     parser = argparse.ArgumentParser(
         prog="shop-serve", description=" ".join(__doc__.split("\n")[:2])
     )

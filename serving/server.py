@@ -18,8 +18,32 @@ import argparse
 import asyncio
 import logging
 import os
+import re
+import sys
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow 2.16 logs three harmless ERROR lines on import, "Unable to register
+    cuDNN/cuFFT/cuBLAS factory" (tensorflow/tensorflow#62075): only those are dropped from
+    descriptor 2. components/runtime.py does the same for the pipeline (not in this image)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            noise = re.compile(rb"Unable to register cu(DNN|FFT|BLAS) factory")
+            os.write(2, b"".join(line for line in captured if not noise.search(line)))
+
+
+if __name__ == "__main__":  # `python -m serving.server` owns its process; an import changes nothing
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO/WARNING lines (CUDA, CPU, TRT)
+    _import_tensorflow_quietly()
 
 from fastapi.responses import ORJSONResponse  # noqa: E402
 from kserve import ModelServer  # noqa: E402

@@ -8,9 +8,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+TIERS = ("unit", "e2e", "notebooks")
+
 
 def pytest_collection_modifyitems(items):
     """Tier markers from the folder, so `-m unit` / `-m e2e` select without per-test decorators.
+    A test that names its tier itself keeps only that one (tests/unit/test_benchmarks.py's
+    pipeline-scaling smoke run is `e2e`: the unit tier runs no pipeline).
 
     With `pytest -n 2 --dist loadgroup` (make test), tests that share a session run carry an
     `xdist_group` mark in their module, so they stay on one worker in file order: the e2e tests
@@ -18,7 +22,9 @@ def pytest_collection_modifyitems(items):
     02's run). Everything else spreads over both.
     """
     for item in items:
-        for tier in ("unit", "e2e", "notebooks"):
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        for tier in TIERS:
             if f"{os.sep}{tier}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
 

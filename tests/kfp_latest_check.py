@@ -6,7 +6,12 @@ nothing from this repository:
 
     python tests/kfp_latest_check.py PACKAGE.yaml
 
+Not part of the test suite (it needs the package index): `make check-kfp-latest` builds the
+environment and runs it, and the scheduled canary (.ci/canary) runs that.
+
 Checks, in order (any failure exits 1 and names the step):
+  0. the kfp it runs with is at least MIN_KFP (newer than the project's pin: an index or cache
+     that hands out an old kfp would make the check say nothing);
   1. the file holds one PipelineSpec document and at most one platform document;
   2. the first document parses strictly (unknown fields fail) into
      kfp.pipeline_spec.pipeline_spec_pb2.PipelineSpec, the second into PlatformSpec;
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -40,6 +46,9 @@ _PY_TYPES = {
     "List": list,
     "Dict": dict,
 }
+
+
+MIN_KFP = (2, 14)  # the project venv is pinned to kfp 2.5.0; 2.14+ needs protobuf 6
 
 
 class CheckFailed(Exception):
@@ -266,6 +275,12 @@ def check(path):
 
     versions = _versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    found = re.match(r"(\d+)\.(\d+)", versions["kfp"])
+    if not found or tuple(map(int, found.groups())) < MIN_KFP:
+        raise CheckFailed(
+            f"kfp {versions['kfp']} is not the newest release (expected >= "
+            f"{MIN_KFP[0]}.{MIN_KFP[1]}): the environment was not upgraded"
+        )
 
     pipeline_doc, platform_doc = _step("read YAML documents", _read_documents, path)
     spec, _ = _parse_protos(pipeline_doc, platform_doc)

@@ -1,4 +1,4 @@
-"""Batch inference (components/batch_scoring.py) with the first run's pushed model: the Beam job's
+"""Batch inference (pipelines/batch_scoring.py) with the first run's pushed model: the Beam job's
 scores of span 2 equal an in-process call of the same SavedModel's serving_raw signature, every
 row comes out once, and bad inputs fail before (or while) the job runs with a clear message."""
 

@@ -1,11 +1,14 @@
 """Smoke runs of the benchmark scripts on tiny sizes, so they cannot rot. No timing is asserted:
-the figures they print are measurements for BENCHMARKS/README, not pass/fail criteria."""
+the figures they print are measurements for docs/benchmarks.md, not pass/fail criteria. The
+pipeline-scaling run executes two pipelines (ours and TFX's taxi): it is marked `e2e`, which
+tests/conftest.py lets win over this folder's `unit`."""
 
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from repo_paths import REPO_ROOT
 
 
@@ -51,6 +54,7 @@ def test_stage_groups_add_up_to_the_wall_time_and_slopes_are_per_extra_row():
     assert slope["us_per_row"]["total"] == 1e6 * 28.0 / 2000
 
 
+@pytest.mark.e2e
 def test_pipeline_scaling_measures_stages_beam_modes_and_the_taxi_peer(tmp_path):
     """The whole script on 300 rows: our pipeline, a partial re-run of StatisticsGen in each Beam
     mode, and TFX's taxi pipeline on its first 300 rows (which our 300-row run is compared with)."""

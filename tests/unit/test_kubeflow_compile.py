@@ -1,11 +1,14 @@
 """The compiled KFP v2 package: components, edges, image, run parameters, resources, and a golden
 copy (regenerate with `make golden`, then review the diff like code)."""
 
-import difflib
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kfp_harness import HarnessError, LocalKfpHarness
 from repo_paths import REPO_ROOT
 from tfx import v1 as tfx
@@ -136,9 +139,10 @@ def test_the_tuners_settings_carry_the_trial_pods_and_the_search(compiled, confi
         tasks_of(spec)["KatibTuner"]["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
     )
     assert settings["tuning"]["backend"] == "cluster"
-    assert settings["pod"]["image"] == config.kubeflow.image
-    assert settings["pod"]["pvc_name"] == config.kubeflow.pvc_name
-    assert settings["pod"]["accelerator_count"] == 2  # the Trainer's (GPU override above)
+    pods = settings["pods"]  # the kubeflow and object_store sections, as the step reads them
+    assert pods["kubeflow"] == config.kubeflow.model_dump(mode="json")
+    assert pods["object_store"] == config.object_store.model_dump(mode="json")
+    assert pods["kubeflow"]["resources"]["Trainer"]["accelerator_count"] == 2  # GPU override
     assert list(settings["tuning"]["search_space"]) == list(config.tuning.search_space)
 
 
@@ -189,18 +193,82 @@ def test_a_root_kfp_or_tfx_would_refuse_fails_at_compile_naming_the_setting(root
         compile_spec(load_config("kubeflow", [f"output_root={root}"]))
 
 
+# What carries a version rather than the pipeline: the compiler's (`sdkVersion: tfx-1.16.0`; the
+# header comment, which parsing drops) and image tags (`...:0.1.0`, wherever an `image` key is, also
+# inside the JSON of a parameter). kubeflow/pipelines' own compiler tests strip the SDK version
+# the same way and compare the parsed documents.
+VERSION_KEYS = {"sdkVersion"}
+IMAGE_TAG = re.compile(r"(?<=[^/:]):[^/:@]+$")
+
+
+def comparable(value: Any, key: str = "") -> Any:
+    """A package document without its version fields, JSON strings parsed (a path into them)."""
+    if isinstance(value, dict):
+        return {k: comparable(v, k) for k, v in value.items() if k not in VERSION_KEYS}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    if isinstance(value, str):
+        if key == "image":
+            return IMAGE_TAG.sub(":<tag>", value)
+        if value.startswith(("{", "[")):
+            try:
+                return comparable(json.loads(value))
+            except ValueError:
+                return value
+    return value
+
+
+def differences(golden: Any, compiled: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, golden value, compiled value) wherever the two differ; a missing side is
+    shown as <absent>."""
+    if isinstance(golden, dict) and isinstance(compiled, dict):
+        for key in sorted(set(golden) | set(compiled), key=str):
+            yield from differences(
+                golden.get(key, "<absent>"), compiled.get(key, "<absent>"), f"{path}.{key}"
+            )
+    elif isinstance(golden, list) and isinstance(compiled, list) and len(golden) == len(compiled):
+        for i, (g, c) in enumerate(zip(golden, compiled, strict=True)):
+            yield from differences(g, c, f"{path}[{i}]")
+    elif golden != compiled:
+        yield path or ".", golden, compiled
+
+
+def package_documents(path: Path) -> list[Any]:
+    """The package's YAML documents (the PipelineSpec, then the platform spec), comparable."""
+    return [comparable(doc) for doc in yaml.safe_load_all(path.read_text())]
+
+
+def test_comparable_drops_versions_and_keeps_everything_else():
+    doc = {
+        "sdkVersion": "tfx-1.16.0",
+        "schemaVersion": "2.1.0",
+        "container": {"image": "registry:5000/org/shop-ranking:0.1.0", "args": ["--x"]},
+        "settings": '{"pod": {"image": "shop-ranking:0.2.0", "cpu": 2}}',
+    }
+    assert comparable(doc) == {
+        "schemaVersion": "2.1.0",  # the spec format: a real change
+        "container": {"image": "registry:5000/org/shop-ranking:<tag>", "args": ["--x"]},
+        "settings": {"pod": {"image": "shop-ranking:<tag>", "cpu": 2}},
+    }
+    other = comparable({**doc, "settings": '{"pod": {"image": "shop-ranking:9", "cpu": 4}}'})
+    assert list(differences(comparable(doc), other)) == [(".settings.pod.cpu", 2, 4)]
+
+
 def test_compiled_package_matches_the_golden_copy(tmp_path):
     path = compile_package(load_config("kubeflow"), str(tmp_path / "pipeline.yaml"))
-    fresh, golden = Path(path).read_text(), GOLDEN.read_text()
-    if fresh != golden:
-        diff = "".join(
-            list(
-                difflib.unified_diff(
-                    golden.splitlines(True), fresh.splitlines(True), "golden", "compiled"
-                )
-            )[:80]
+    golden, compiled = package_documents(GOLDEN), package_documents(Path(path))
+    found = list(differences(golden, compiled))
+    if found:
+        shown = "\n".join(
+            f"  {where}: golden {json.dumps(g, default=str)[:200]} != compiled "
+            f"{json.dumps(c, default=str)[:200]}"
+            for where, g, c in found[:15]
         )
-        pytest.fail(f"compiled spec differs from {GOLDEN}; if intended, run `make golden`:\n{diff}")
+        pytest.fail(
+            f"the compiled package differs from {GOLDEN.relative_to(REPO_ROOT)} at {len(found)} "
+            f"place(s) (versions ignored; [0] is the PipelineSpec, [1] the platform spec), first "
+            f"{found[0][0]}; if intended, run `make golden` and review its diff:\n{shown}"
+        )
 
 
 def test_kubeflow_mode_refuses_the_blessed_model_baseline():
@@ -240,6 +308,7 @@ def test_multi_worker_on_kubeflow_hands_training_to_a_tfjob():
             "constant"
         ]
     )
-    job = custom["tfjob"]
-    assert (job["workers"], job["accelerator_count"], job["image"]) == (3, 2, config.kubeflow.image)
+    job = custom["tfjob"]["kubeflow"]
+    assert custom["distribution"]["workers"] == 3 and job["image"] == config.kubeflow.image
+    assert job["resources"]["Trainer"]["accelerator_count"] == 2
     assert custom["distribution"]["strategy"] == "multi_worker"
