@@ -16,13 +16,11 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-import matplotlib
+# Figures without pyplot: no backend is chosen, so importing this leaves notebook plots alone.
+from matplotlib.figure import Figure
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorflow_metadata.proto.v0 import statistics_pb2  # noqa: E402
-
-from contract import layout  # noqa: E402
+from contract import layout
 
 MAX_FEATURE_PLOTS = 4
 
@@ -139,7 +137,6 @@ def summary_lines(body: dict[str, Any]) -> list[str]:
 def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -180,7 +177,8 @@ def _feature_figure(name: str, sides: dict[str, Any]) -> str | None:
     shown = {k: v for k, v in shown.items() if v}
     if not shown:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
     first = next(iter(shown.values()))
     if isinstance(first[0][0], str):  # categorical: shares of the same labels side by side
         labels = []
@@ -212,7 +210,8 @@ def _feature_figure(name: str, sides: dict[str, Any]) -> str | None:
 def _shift_figure(shifts: list[dict[str, Any]]) -> str | None:
     if not shifts:
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(shifts) + 1))
+    fig = Figure(figsize=(7, 0.35 * len(shifts) + 1))
+    ax = fig.subplots()
     labels = [f"{s['feature']} ({s['comparison']})" for s in shifts][::-1]
     ratios = [s["ratio"] for s in shifts][::-1]
     ax.barh(labels, ratios, color=["#c0392b" if r > 1 else "#7f8c8d" for r in ratios])
@@ -225,7 +224,8 @@ def _scores_figure(predictions: dict[str, Any], previous: dict[str, Any] | None)
     if not predictions["count"]:
         return None
     edges = predictions["edges"]
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
     for label, counts in (("this window", predictions["histogram"]),
                           ("previous window", previous["predictions"]["histogram"] if previous else None)):  # fmt: skip
         if counts and sum(counts):
@@ -244,7 +244,8 @@ def _calibration_figure(quality: dict[str, Any]) -> str | None:
     curve = quality.get("curve") or []
     if not curve:
         return None
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     xs = [c["mean_score"] for c in curve]
     ys = [c["purchase_rate"] for c in curve]
     top = max(xs + ys) * 1.1
@@ -260,7 +261,8 @@ def _history_figure(past: list[dict[str, Any]]) -> str | None:
     if len(past) < 2:
         return None
     times = [datetime.fromtimestamp(r["window"]["end"], timezone.utc) for r in past]
-    fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True)
+    fig = Figure(figsize=(7, 8))
+    axes = fig.subplots(4, 1, sharex=True)
     axes[0].plot(times, [len(r["drifted_features"]) for r in past], marker="o")
     axes[0].set_ylabel("features crossed")
     axes[1].plot(

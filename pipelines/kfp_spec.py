@@ -6,6 +6,7 @@ followed by a platform document (kfp-kubernetes' `platforms.kubernetes`, e.g. PV
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,47 @@ def executor_label(spec: PipelineSpec, task_name: str) -> str:
 def executor_of(spec: PipelineSpec, task_name: str) -> dict[str, Any]:
     """The deploymentSpec executor a root-DAG task runs."""
     return spec["deploymentSpec"]["executors"][executor_label(spec, task_name)]
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """One task of the root DAG, as the KFP UI's graph and its task panel show it."""
+
+    name: str
+    after: tuple[str, ...]  # upstream tasks (dependentTasks), sorted
+    image: str
+    command: tuple[str, ...]
+    executor_class: str | None  # TFX's --executor_class_path: the code the step runs
+    resources: dict[str, float]  # cpuRequest, memoryLimit, ... as compiled; {} = the cluster's
+    cached: bool  # KFP may reuse an earlier run's outputs (cachingOptions.enableCache)
+
+
+def compiled_steps(spec: PipelineSpec) -> list[CompiledStep]:
+    """The root DAG's tasks in an order that runs every task after its upstream ones."""
+    tasks = spec["root"]["dag"]["tasks"]
+    steps: dict[str, CompiledStep] = {}
+    for name, task in tasks.items():
+        container = executor_of(spec, name).get("container", {})
+        args = list(container.get("args", []))
+        flag = "--executor_class_path"
+        steps[name] = CompiledStep(
+            name=name,
+            after=tuple(sorted(task.get("dependentTasks", []))),
+            image=container.get("image", ""),
+            command=tuple(container.get("command", [])),
+            executor_class=args[args.index(flag) + 1] if flag in args[:-1] else None,
+            resources=dict(container.get("resources", {})),
+            cached=bool(task.get("cachingOptions", {}).get("enableCache")),
+        )
+    ordered: list[CompiledStep] = []
+    done: set[str] = set()
+    while len(ordered) < len(steps):
+        ready = sorted(n for n, s in steps.items() if n not in done and set(s.after) <= done)
+        if not ready:
+            raise ValueError(f"the DAG has a cycle among {sorted(set(steps) - done)}")
+        ordered += [steps[n] for n in ready]
+        done.update(ready)
+    return ordered
 
 
 def unsupported_features(spec: PipelineSpec) -> list[str]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 import contract
-from components.signatures import OUTPUT_KEY, RAW_SIGNATURE
+from components.signatures import score_raw_rows
+from contract import layout
 from settings import PipelineConfig, load_config
 
 ROWS = 4000
@@ -35,16 +34,10 @@ def config_for(workspace: Path, *extra: str, env: str = "local") -> PipelineConf
 
 
 def serving_versions(config: PipelineConfig) -> list[str]:
-    return sorted(os.listdir(config.serving_dir)) if os.path.isdir(config.serving_dir) else []
+    return layout.local_versions(config.serving_dir)
 
 
 def score_raw_span(model_dir: str, span_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, scores) of a pushed model called through its raw-feature signature."""
-    model = tf.saved_model.load(model_dir)
     rows = pd.read_csv(span_dir / "impressions.csv")
-    features = rows.drop(columns=[contract.LABEL, "impression_id"])
-    spec = model.signatures[RAW_SIGNATURE].structured_input_signature[1]
-    scores = model.signatures[RAW_SIGNATURE](
-        **{name: tf.constant(features[name].to_numpy(), dtype=spec[name].dtype) for name in spec}
-    )[OUTPUT_KEY].numpy()
-    return rows[contract.LABEL].to_numpy(), scores
+    return rows[contract.LABEL].to_numpy(), score_raw_rows(model_dir, rows)
