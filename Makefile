@@ -221,7 +221,7 @@ check-kfp-latest: $(VENV)/.installed
 	$(UV) pip install -p $(KFP_LATEST_VENV)/bin/python --upgrade kfp kfp-kubernetes
 	$(KFP_LATEST_VENV)/bin/python tests/kfp_latest_check.py $(or $(KFP_LATEST_PACKAGE),$(GOLDEN))
 
-# Container images with podman (tests/podman.py; DESIGN.md "What runs on these machines"): rootful,
+# Container images with podman (tests/podman.py; docs/environment.md, "Containers"): rootful,
 # runc, storage and state under outputs/podman/. No registry: the python:3.10-slim-bookworm base
 # is a local stand-in (debootstrap + pyenv's CPython 3.10), made once. tests/podman.py is stdlib
 # only, so no venv is needed. Layer caching makes a rebuild redo only what changed.

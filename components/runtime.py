@@ -42,7 +42,7 @@ ENVIRONMENT = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 # (start of the message, category): said on every run, about nothing this repo can act on.
 NOISE_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # google.api_core and each Google client library, once per library: TFX 1.16 needs Python
-    # 3.10 (DESIGN.md), which they no longer support.
+    # 3.10 (docs/environment.md), which they no longer support.
     ("You are using a non-supported Python version", FutureWarning),
     # google-cloud-aiplatform (via TFX): the lock pins google-cloud-storage 2.x for TFX 1.16.
     ("Support for google-cloud-storage < 3.0.0", FutureWarning),

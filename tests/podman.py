@@ -1,6 +1,6 @@
 """The project's two container images, built and run with podman on this machine.
 
-No Docker and no image registry here (DESIGN.md, "What runs on these machines"): podman runs
+No Docker and no image registry here (docs/environment.md): podman runs
 rootful with runc, overlay storage and its state under outputs/podman/ (--root/--runroot on the
 command line: a custom storage.conf makes every `run --rm` wait 20 s), and a containers.conf with
 lowered default ulimits. The python:3.10-slim-bookworm base is a local stand-in: debootstrap's
