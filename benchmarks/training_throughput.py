@@ -145,7 +145,7 @@ def measure(rows: int, steps: int, batch: int, warmup: int, seed: int, rounds: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    prepare_tensorflow_process(import_tensorflow=False)  # environment and warning filters
+    prepare_tensorflow_process()  # environment, warning filters, tf_keras out of AutoGraph
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=300, help="timed steps per input")

@@ -3,13 +3,14 @@
 TensorFlow exempts the `keras` package from AutoGraph conversion (its code is already graph-ready)
 but not `tf_keras`: the same Keras 2 code under the name TF_USE_LEGACY_KERAS=1 loads. Without the
 exemption the first trace of a train, evaluate or export step transpiles several hundred tf_keras
-functions, about 20 s per process on this machine before one step runs (BENCHMARKS.md). Our own
+functions, about 20 s per process on this machine before one step runs (docs/benchmarks.md). Our own
 functions are still converted. SHOP_KERAS_AUTOGRAPH=1 restores TensorFlow's default (the
 benchmark's "before" variant).
 
-Never applied on import: the entry points call it (components.runtime.prepare_tensorflow_process),
-and so does the Trainer's run_fn for processes TFX started; code that trains in a process of its
-own (a notebook, a benchmark) calls `exempt_tf_keras()` before its first step.
+Never applied on import: the entry points call it (components.runtime.prepare_tensorflow_process)
+and so does the train() core (components/training.py) before it builds the model, so run_fn,
+workers, trials and notebooks that train get it; code that fits a model of its own (the training
+throughput benchmark) calls it before its first step.
 """
 
 from __future__ import annotations

@@ -44,9 +44,6 @@ def training_from_fn_args(fn_args: Any) -> TrainingConfig:
 
 def run_fn(fn_args: Any) -> None:
     """Entry point TFX's Trainer calls (by import path: components.trainer.run_fn)."""
-    from components.keras_autograph import exempt_tf_keras
-
-    exempt_tf_keras()  # idempotent; ~20 s less when TFX started this process (components/runtime.py)
     custom = fn_args.custom_config or {}
     training = training_from_fn_args(fn_args)
     transform = TransformConfig.model_validate(custom.get("transform", {}))

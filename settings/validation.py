@@ -23,5 +23,5 @@ class ValidationConfig(Section):
     transform_statistics: bool = Field(
         False,
         description="Transform's own pre- and post-transform statistics and anomalies: two more "
-        "TFDV passes over the data that nothing in this pipeline reads (BENCHMARKS.md)",
+        "TFDV passes over the data that nothing in this pipeline reads (docs/benchmarks.md)",
     )

@@ -88,7 +88,7 @@ def test_pipeline_scaling_measures_stages_beam_modes_and_the_taxi_peer(tmp_path)
     assert {"CsvExampleGen", "SchemaGen", "Transform", "Trainer", "Evaluator"} <= {
         stage["name"] for stage in taxi["stages"]
     }
-    from benchmarks.pipeline_scaling import markdown  # BENCHMARKS.md's tables from this JSON
+    from benchmarks.pipeline_scaling import markdown  # docs/benchmarks.md's tables from this JSON
 
     tables = markdown(report)
     assert "| 300 | after |" in tables and "| TFX taxi | 300 |" in tables
