@@ -10,8 +10,7 @@ import time
 from datetime import datetime, timezone
 
 from components.runtime import prepare_tensorflow_process
-from pipelines.cli import add_config_args
-from settings import ConfigError, load_config
+from settings import ConfigError, add_config_args, load_config
 
 
 def _time(text: str) -> float:

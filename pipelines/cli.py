@@ -8,23 +8,7 @@ import sys
 import time
 
 from components.runtime import prepare_tensorflow_process
-from settings import ConfigError, load_config
-
-
-def add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
-    parser.add_argument(
-        "--config",
-        default=default,
-        help=f"settings/conf/<name>.yaml or a path (default: {default})",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.train_steps=500",
-    )
+from settings import ConfigError, add_config_args, load_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ PipelineConfig (with the checks across sections) and loads it from settings/conf
     pusher.py       PusherConfig
     serving.py      ServingConfig and the model server's flags
     monitoring.py   MonitoringConfig
+    stream.py       StreamConfig (the broker, the online store, the consumer)
     kubeflow.py     StepResources, KubeflowConfig
     compose.py      PipelineConfig, load_config, parse_override, ConfigError, CONF_DIR
     kserve.py       what KServe needs, derived from a PipelineConfig (imported as settings.kserve)
@@ -20,13 +21,21 @@ PipelineConfig (with the checks across sections) and loads it from settings/conf
 `from settings import X` works for every public name below.
 """
 
-from settings.compose import CONF_DIR, ConfigError, PipelineConfig, load_config, parse_override
+from settings.compose import (
+    CONF_DIR,
+    ConfigError,
+    PipelineConfig,
+    add_config_args,
+    load_config,
+    parse_override,
+)
 from settings.data import BeamConfig, DataConfig, ObjectStoreConfig
 from settings.kubeflow import DEFAULT_RESOURCES, KubeflowConfig, StepResources
 from settings.monitoring import MonitoringConfig
 from settings.pusher import PusherConfig
 from settings.section import Section
 from settings.serving import SERVER_FLAG_FIELDS, ServingConfig, number_text, server_flags
+from settings.stream import StreamConfig
 from settings.training import (
     DistributionConfig,
     EvaluationConfig,
@@ -54,11 +63,13 @@ __all__ = [
     "PusherConfig",
     "SearchParameter",
     "Section",
+    "StreamConfig",
     "ServingConfig",
     "StepResources",
     "TrainingConfig",
     "TransformConfig",
     "TuningConfig",
+    "add_config_args",
     "ValidationConfig",
     "load_config",
     "number_text",

@@ -7,6 +7,7 @@ derives from output_root. Unknown keys and wrongly typed values fail with the fi
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from settings.monitoring import MonitoringConfig
 from settings.pusher import PusherConfig
 from settings.section import Section
 from settings.serving import ServingConfig
+from settings.stream import StreamConfig
 from settings.training import (
     DistributionConfig,
     EvaluationConfig,
@@ -53,6 +55,7 @@ class PipelineConfig(Section):
     kubeflow: KubeflowConfig = KubeflowConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    stream: StreamConfig = StreamConfig()
 
     @model_validator(mode="after")
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
@@ -124,6 +127,11 @@ class PipelineConfig(Section):
         return self._under_output_root("kserve")
 
     @property
+    def feature_registry_path(self) -> str:
+        """Feast's registry of the feature definitions (features/definitions.py)."""
+        return self._under_output_root("features", "registry.db")
+
+    @property
     def summary_path(self) -> str:
         return self._under_output_root("run_summary.json")
 
@@ -187,3 +195,20 @@ def load_config(
             for e in err.errors()
         )
         raise ConfigError(f"{path}: {problems}") from err
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str = "local") -> None:
+    """`--config` and repeatable `--set KEY=VALUE`, the same on every command line."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        help=f"settings/conf/<name>.yaml or a path (default: {default})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.train_steps=500",
+    )
