@@ -148,36 +148,85 @@ def truth_for(drift: float, label_shift: float = 1.0) -> TruthParams:
     )
 
 
-def _impressions(
-    shop: Shop, rows: int, drift: float, rng: np.random.Generator, start: int, span: int
-) -> pd.DataFrame:
-    """Samples `rows` impressions; drift shifts traffic to mobile, social/ads and higher prices."""
-    users = rng.choice(
-        len(shop.user_activity), size=rows, p=shop.user_activity / shop.user_activity.sum()
-    )
-    products = rng.choice(
-        len(shop.product_popularity),
-        size=rows,
-        p=shop.product_popularity / shop.product_popularity.sum(),
-    )
+# The traffic's pieces, one function each so the event stream (simulator/stream.py) draws visits
+# from the same distributions as the batch spans. Each draws from `rng` in a fixed order: the batch
+# output for a seed depends on it.
+HOUR_WEIGHTS = 1.0 + np.sin((np.arange(24) - 8) / 24 * 2 * np.pi) + 0.3
+ON_SALE_RATE = 0.2
+SALE_DISCOUNT = 0.8
+AFFINITY_NOISE = 0.03
+RECENCY_P = 0.25
+
+
+def sample_users(shop: Shop, n: int, rng: np.random.Generator) -> np.ndarray:
+    """User indices, weighted by activity (a few heavy shoppers, a long tail)."""
+    weights = shop.user_activity
+    return rng.choice(len(weights), size=n, p=weights / weights.sum())
+
+
+def sample_products(shop: Shop, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Product indices, weighted by popularity."""
+    weights = shop.product_popularity
+    return rng.choice(len(weights), size=n, p=weights / weights.sum())
+
+
+def sample_devices(
+    shop: Shop, users: np.ndarray, drift: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Device indices from each user's preference; drift moves traffic to mobile."""
     device_pref = shop.user_device_pref[users]
     device_pref = device_pref + drift * np.array([1.5, -0.4, -0.2])
     device_pref = np.clip(device_pref, 1e-3, None)
     device_pref /= device_pref.sum(axis=1, keepdims=True)
-    device = (rng.random(rows)[:, None] > np.cumsum(device_pref, axis=1)).sum(axis=1)
+    return (rng.random(len(users))[:, None] > np.cumsum(device_pref, axis=1)).sum(axis=1)
+
+
+def sample_referrers(n: int, drift: float, rng: np.random.Generator) -> np.ndarray:
+    """Referrer indices; drift moves traffic to social and ads."""
     referrer_p = np.array([0.30, 0.30, 0.12, 0.14, 0.14]) + drift * np.array(
         [-0.15, -0.1, -0.05, 0.2, 0.1]
     )
-    referrer = rng.choice(len(contract.REFERRERS), size=rows, p=referrer_p / referrer_p.sum())
-    hour_weights = 1.0 + np.sin((np.arange(24) - 8) / 24 * 2 * np.pi) + 0.3
-    hour = rng.choice(24, size=rows, p=hour_weights / hour_weights.sum())
+    return rng.choice(len(contract.REFERRERS), size=n, p=referrer_p / referrer_p.sum())
+
+
+def sample_hours(n: int, rng: np.random.Generator) -> np.ndarray:
+    """UTC hours of the day, busiest in the afternoon."""
+    return rng.choice(24, size=n, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+
+
+def noisy_affinity(affinity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The log's "share of this user's recent views in a category": a noisy read of the user's
+    taste (the strongest single signal), clipped to [0, 1], not rounded."""
+    return np.clip(affinity + rng.normal(0.0, AFFINITY_NOISE, size=affinity.shape), 0.0, 1.0)
+
+
+def sample_recency(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Days since the user's last visit (geometric, 0 = earlier today)."""
+    return rng.geometric(RECENCY_P, size=n) - 1
+
+
+def shown_price(shop: Shop, products: np.ndarray, on_sale: np.ndarray, drift: float) -> np.ndarray:
+    """The price a shopper sees (not rounded): a discount on sale, drift raises all prices."""
+    return (
+        shop.product_price[products]
+        * np.where(on_sale == 1, SALE_DISCOUNT, 1.0)
+        * (1.0 + 0.35 * drift)
+    )
+
+
+def _impressions(
+    shop: Shop, rows: int, drift: float, rng: np.random.Generator, start: int, span: int
+) -> pd.DataFrame:
+    """Samples `rows` impressions; drift shifts traffic to mobile, social/ads and higher prices."""
+    users = sample_users(shop, rows, rng)
+    products = sample_products(shop, rows, rng)
+    device = sample_devices(shop, users, drift, rng)
+    referrer = sample_referrers(rows, drift, rng)
+    hour = sample_hours(rows, rng)
     category = shop.product_category[products]
-    # The log's "share of this user's recent views in the product's category": a noisy read of the
-    # user's taste, the strongest single signal.
-    affinity = shop.user_affinity[users, category]
-    affinity = np.clip(affinity + rng.normal(0.0, 0.03, size=rows), 0.0, 1.0)
-    on_sale = (rng.random(rows) < 0.2).astype(np.int64)
-    price = shop.product_price[products] * np.where(on_sale == 1, 0.8, 1.0) * (1.0 + 0.35 * drift)
+    affinity = noisy_affinity(shop.user_affinity[users, category], rng)
+    on_sale = (rng.random(rows) < ON_SALE_RATE).astype(np.int64)
+    price = shown_price(shop, products, on_sale, drift)
     frame = pd.DataFrame(
         {
             "impression_id": [f"s{span}-{i}" for i in range(start, start + rows)],
@@ -190,7 +239,7 @@ def _impressions(
             "rating": np.round(shop.product_rating[products], 1),
             "user_avg_price": shop.user_avg_price[users],
             "user_category_affinity": np.round(affinity, 4),
-            "days_since_last_visit": rng.geometric(0.25, size=rows) - 1,
+            "days_since_last_visit": sample_recency(rows, rng),
             "device": np.asarray(contract.DEVICES)[device],
             "hour": hour,
             "referrer": np.asarray(contract.REFERRERS)[referrer],
@@ -302,6 +351,14 @@ def write_dataset(
         reports.append(report)
         if progress:
             progress(report)
+    write_manifest(root, options, reports)
+    return reports
+
+
+def write_manifest(root: str | Path, options: SimulationOptions, reports: list[SpanReport]) -> Path:
+    """Records each report (its truth, its options) in root/manifest.json, keeping the entries of
+    other spans; written to a temporary file and renamed."""
+    root = Path(root)
     manifest = (
         json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"spans": {}}
     )
@@ -315,7 +372,7 @@ def write_dataset(
     partial = root / f".{MANIFEST}.partial"
     partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     partial.replace(root / MANIFEST)
-    return reports
+    return root / MANIFEST
 
 
 def read_manifest(root: str | Path) -> dict:
