@@ -28,11 +28,15 @@ GOLDEN := tests/golden/kfp_pipeline.yaml
 # The model server's own environment: kserve 0.15 needs protobuf >= 4.25, TFX 1.16 < 4.21 (docs/environment.md).
 SERVING_VENV ?= .venv-serving
 SERVING_PY := $(SERVING_VENV)/bin/python
+# The event stream's environment (features/: the consumer, Feast): Feast 0.67 needs numpy >= 2,
+# TensorFlow 2.16 numpy < 2 (features/requirements.in).
+FEATURES_VENV ?= .venv-features
+FEATURES_PY := $(FEATURES_VENV)/bin/python
 KFP_LATEST_VENV := .cache/kfp-latest
 
-.PHONY: help env serving-env serving-lock lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
+.PHONY: help env serving-env serving-lock features-env features-lock services-install lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
-	bench-serving bench-pipeline monitor scenario container-tools base-image images
+	bench-serving bench-pipeline bench-stream monitor scenario stream container-tools base-image images
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -45,8 +49,11 @@ help:
 	@echo "make bench-serving - p50/p99 and requests/s at several concurrencies vs the in-process model call"
 	@echo "make bench-pipeline - time and peak memory per stage at 10k/100k/1M rows, Beam modes, the TFX taxi peer (~1 h)"
 	@echo "make monitor - drift/quality check of the last hour of served traffic; retrains when it crosses"
+	@echo "make stream - $(STREAM_SPANS) days of the shop through RabbitMQ ($(STREAM_CONSUMERS) consumers) into $(STREAM_DATA) and Redis, then the pipeline on them"
+	@echo "make bench-stream - events/s through the broker into spans and the online store, publish->online lag, 1 and 2 consumers"
 	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
-	@echo "make env    - create $(VENV) and $(SERVING_VENV) from their locks"
+	@echo "make env    - create $(VENV), $(SERVING_VENV) and $(FEATURES_VENV) from their locks"
+	@echo "make services-install - install RabbitMQ and Redis from Debian's packages if missing (root, apt-get)"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
 	@echo "make lab    - JupyterLab on the project's kernel;  make docs - the docs site (MkDocs, --strict) in outputs/docs/site"
 	@echo "make lint   - ruff check + format check + import layers;  make schema - regenerate the curated schema"
@@ -80,13 +87,28 @@ $(SERVING_VENV)/.installed: serving/requirements.lock | $(VENV)/.installed
 	$(UV) pip sync --compile-bytecode -p $(SERVING_PY) serving/requirements.lock
 	@touch $@
 
-env: $(VENV)/.installed $(SERVING_VENV)/.installed
+# The features environment from features/requirements.lock (Feast, pika, redis; numpy 2), and the
+# repo without dependencies, so `features`, `contract` and `settings` import there.
+$(FEATURES_VENV)/.installed: features/requirements.lock pyproject.toml | $(VENV)/.installed
+	@echo "Creating $(FEATURES_VENV) with $(BASE_PYTHON) from features/requirements.lock"
+	$(UV) venv -q --allow-existing -p $(BASE_PYTHON) $(FEATURES_VENV)
+	$(UV) pip sync --compile-bytecode -p $(FEATURES_PY) features/requirements.lock
+	$(UV) pip install -p $(FEATURES_PY) --no-deps -e .
+	@touch $@
+
+env: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed
 
 serving-env: $(SERVING_VENV)/.installed
+
+features-env: $(FEATURES_VENV)/.installed
 
 serving-lock: $(VENV)/.installed
 	$(UV) pip compile serving/requirements.in --python-version $(PYTHON_VERSION) \
 	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o serving/requirements.lock
+
+features-lock: $(VENV)/.installed
+	$(UV) pip compile features/requirements.in --python-version $(PYTHON_VERSION) \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o features/requirements.lock
 
 lock: $(VENV)/.installed
 	$(UV) pip compile pyproject.toml --extra dev --python-version $(PYTHON_VERSION) \
@@ -141,6 +163,21 @@ monitor: $(VENV)/.installed
 # no per-slice bar: a day's tablet slice has about 400 eval rows.
 SCENARIO_ROWS ?= 20000
 SCENARIO_ARGS ?=
+# The event stream (docs/event-stream.md): the shop's app publishes STREAM_SPANS days to RabbitMQ,
+# STREAM_CONSUMERS consumers seal them into STREAM_DATA/span-N and keep Redis current (the broker
+# and Redis run on loopback under outputs/services/stream/ for the target's duration), then the
+# pipeline trains on the newest sealed span. The lake is rebuilt each time (seeded: same bytes).
+STREAM_DATA ?= data/stream
+STREAM_SPANS ?= 2
+STREAM_CONSUMERS ?= 2
+STREAM_ARGS ?=
+stream: $(VENV)/.installed $(FEATURES_VENV)/.installed
+	rm -rf $(STREAM_DATA)
+	$(FEATURES_PY) -m features.play --lake $(STREAM_DATA) --spans $(STREAM_SPANS) \
+	  --consumers $(STREAM_CONSUMERS) --set output_root=outputs/stream -- $(VENV)/bin/shop-sim stream --broker {broker} \
+	  --out $(STREAM_DATA) --rows $(ROWS) --spans $(STREAM_SPANS) --seed $(SEED) $(STREAM_ARGS)
+	$(VENV)/bin/shop-pipeline run --set data.root=$(STREAM_DATA) --set output_root=outputs/stream $(RUN_ARGS)
+
 scenario: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(VENV)/bin/shop-monitor scenario --rows $(SCENARIO_ROWS) \
 	  --set training.train_steps=100 --set evaluation.min_slice_auc=null $(SCENARIO_ARGS)
@@ -150,6 +187,9 @@ scenario: $(VENV)/.installed $(SERVING_VENV)/.installed
 BENCH_PIPELINE_ARGS ?=
 bench-pipeline: $(VENV)/.installed
 	$(PY) -m benchmarks.pipeline_scaling --json outputs/benchmarks/pipeline_scaling.json $(BENCH_PIPELINE_ARGS)
+
+bench-stream: $(VENV)/.installed $(FEATURES_VENV)/.installed
+	$(PY) benchmarks/stream.py $(BENCH_STREAM_ARGS)
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 --overload 64 256 \
@@ -161,13 +201,13 @@ PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The e2e tier runs the compiled Kubeflow package in the built images (tests/e2e/test_kubeflow_harness.py):
 # `images` installs podman when missing and builds both (cold about 11 min, then layer-cached).
-test: $(VENV)/.installed $(SERVING_VENV)/.installed images
+test: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed images
 	$(PYTEST)
 
 test-unit: $(VENV)/.installed
 	$(PYTEST) -m unit
 
-test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed images
+test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed images
 	$(PYTEST) -m e2e
 
 test-notebooks: $(VENV)/.installed $(SERVING_VENV)/.installed
@@ -231,6 +271,12 @@ PODMAN_PY := $(or $(BASE_PYTHON),python3)
 # catatonit: the init `podman run --init` starts (a Recommends of podman, so named here).
 CONTAINER_PACKAGES := podman runc debootstrap catatonit
 CATATONIT := /usr/libexec/podman/catatonit
+
+# RabbitMQ and Redis (the event stream's broker and online store; features/services.py starts
+# them on loopback under outputs/services/): Debian's packages, installed when missing (root,
+# apt-get), else a message naming them. Standard library only, so no venv is needed.
+services-install:
+	@$(PODMAN_PY) -m features.services install
 
 container-tools:
 	@missing=""; for tool in podman runc debootstrap; do \

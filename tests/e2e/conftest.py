@@ -1,9 +1,17 @@
 """Session-wide e2e fixtures: one generated dataset and one local run, shared by the local-runner
-tests and the KFP harness test (which compares its compiled-spec run with the local one)."""
+tests and the KFP harness test (which compares its compiled-spec run with the local one); the event
+stream's services (RabbitMQ, Redis) per test module, and the features environment's python."""
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from e2e_data import ROWS, SEED, config_for
+from repo_paths import REPO_ROOT
 
+from features.services import Broker, Redis
 from pipelines.local_runner import run_local
 from pipelines.metadata import latest_run, open_store
 from simulator.generate import SimulationOptions, write_dataset
@@ -30,3 +38,37 @@ def first_run_outputs(workspace):
 @pytest.fixture(scope="session")
 def first_run(first_run_outputs):
     return first_run_outputs[0]
+
+
+FEATURES_VENV = REPO_ROOT / ".venv-features"
+_SERVICE_ROOTS = itertools.count(1)
+
+
+def features_python() -> Path:
+    """The features environment's python (Feast, pika; numpy 2): the consumer and the feature
+    store run there, in their own processes."""
+    python = FEATURES_VENV / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} missing: create the features environment with `make features-env`")
+    return python
+
+
+@pytest.fixture(scope="session")
+def features_py() -> Path:
+    return features_python()
+
+
+@dataclass
+class StreamServices:
+    broker: Broker
+    redis: Redis
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def stream_services():
+    """RabbitMQ and Redis on loopback for one test module, under
+    outputs/services/stream-<pid>-<n>/ (kept afterwards: the logs), stopped at its end."""
+    root = REPO_ROOT / "outputs" / "services" / f"stream-{os.getpid()}-{next(_SERVICE_ROOTS)}"
+    with Broker(root / "rabbitmq") as broker, Redis(root / "redis") as redis:
+        yield StreamServices(broker=broker, redis=redis, root=root)

@@ -1,0 +1,98 @@
+"""`shop-features`: the event stream's consumer and the feature store's chores (.venv-features).
+
+consume      events from the broker into the lake's spans and the online store
+apply        register the feature definitions (features/definitions.py) in Feast's registry
+materialize  copy the newest offline values (the lake's feature logs) into the online store
+online       print what the online store serves for a user and a product
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from settings import ConfigError, PipelineConfig, add_config_args, load_config
+
+
+def _consume(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from features.consumer import Consumer
+
+    consumer = Consumer(
+        config,
+        consumer_id=args.id,
+        exit_after_seal=args.exit_after_seal,
+        idle_exit_s=args.idle_exit,
+    )
+    # Kubernetes stops a pod with SIGTERM: finish the open batch, acknowledge it, leave.
+    signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
+    signal.signal(signal.SIGINT, lambda *_: consumer.stop())
+    print(f"shop-features consume: {consumer.id} on {config.stream.queue}", flush=True)
+    counters = consumer.run()
+    print(json.dumps({"consumer": consumer.id, **asdict(counters)}), flush=True)
+    return 0
+
+
+def _apply(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from features.store import open_store
+
+    open_store(config)
+    print(f"shop-features apply: registry {config.feature_registry_path}")
+    return 0
+
+
+def _materialize(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from features.store import materialize, open_store
+
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(timezone.utc)
+    materialize(open_store(config), end=end)
+    print(f"shop-features materialize: online store up to {end.isoformat()}")
+    return 0
+
+
+def _online(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from features.store import online_features, open_store
+
+    frame = online_features(open_store(config), [args.user], [args.product])
+    print(frame.to_json(orient="records", indent=2, date_format="iso"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shop-features", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    consume = commands.add_parser("consume", help="consume the shop's events (one of N replicas)")
+    add_config_args(consume)
+    consume.add_argument("--id", help="this consumer's name in batch files and logs")
+    consume.add_argument("--exit-after-seal", type=int, help="exit once span N is sealed")
+    consume.add_argument("--idle-exit", type=float, help="exit after S seconds without a message")
+    add_config_args(commands.add_parser("apply", help="register the feature definitions"))
+    materialize = commands.add_parser("materialize", help="offline -> online, up to --end")
+    add_config_args(materialize)
+    materialize.add_argument("--end", help="ISO time (default: now)")
+    online = commands.add_parser("online", help="the online features of a user and a product")
+    add_config_args(online)
+    online.add_argument("--user", required=True)
+    online.add_argument("--product", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"shop-features: {err}", file=sys.stderr)
+        return 2
+    command = {
+        "consume": _consume,
+        "apply": _apply,
+        "materialize": _materialize,
+        "online": _online,
+    }[args.command]
+    return command(config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
