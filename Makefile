@@ -188,8 +188,9 @@ BENCH_PIPELINE_ARGS ?=
 bench-pipeline: $(VENV)/.installed
 	$(PY) -m benchmarks.pipeline_scaling --json outputs/benchmarks/pipeline_scaling.json $(BENCH_PIPELINE_ARGS)
 
+BENCH_STREAM_ARGS ?=
 bench-stream: $(VENV)/.installed $(FEATURES_VENV)/.installed
-	$(PY) benchmarks/stream.py $(BENCH_STREAM_ARGS)
+	$(PY) -m benchmarks.stream_throughput $(BENCH_STREAM_ARGS)
 
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 --overload 64 256 \

@@ -62,6 +62,24 @@ def _online(config: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _skew(config: PipelineConfig, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from features.skew import skew_check
+
+    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout is the JSON
+        report = skew_check(
+            config,
+            args.span,
+            checkpoints=args.checkpoints,
+            seed=args.seed,
+            live_sample=args.live_sample,
+            redis_db=args.redis_db,
+        )
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shop-features", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,8 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(online)
     online.add_argument("--user", required=True)
     online.add_argument("--product", required=True)
+    skew = commands.add_parser("skew", help="the training/serving skew check of a sealed span")
+    add_config_args(skew)
+    skew.add_argument("--span", type=int, required=True, help="the sealed span to check")
+    skew.add_argument("--checkpoints", type=int, default=20, help="impressions served online")
+    skew.add_argument("--seed", type=int, default=0)
+    skew.add_argument("--live-sample", type=int, default=100, help="0: no live-store check")
+    skew.add_argument("--redis-db", type=int, default=1, help="the scratch database (flushed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)  # a line per connection step otherwise
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -90,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "apply": _apply,
         "materialize": _materialize,
         "online": _online,
+        "skew": _skew,
     }[args.command]
     return command(config, args)
 

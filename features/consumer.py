@@ -1,7 +1,8 @@
 """The stateless consumer: the shop's events from the broker into the lake and the online store.
 
 Any number run on one queue (the broker hands each message to one of them). A consumer holds
-nothing the lake does not: it buffers up to `stream.batch_size` messages, writes them durably
+nothing the lake does not: it buffers up to `stream.batch_size` messages (or
+`stream.flush_interval_s` worth), writes them durably
 (features/lake.py), pushes the profile events to the online store, and only then acknowledges
 the whole batch. Killed anywhere before the acknowledgement, its messages go to another
 consumer; after it, they are in the lake. Redeliveries are duplicates the seal drops.
@@ -76,6 +77,7 @@ class Consumer:
         self.counters = Counters()
         self._batch: list[dict[str, Any]] = []
         self._published: list[float | None] = []  # the open batch's profile events' publish times
+        self._batch_opened = 0.0
         self._last_tag: int | None = None
         self._sealed_ids: dict[int, set[str]] = {}
         self._seq = 0
@@ -167,9 +169,16 @@ class Consumer:
         if event["type"] in VIEWS:
             published = (properties.headers or {}).get(PUBLISHED_AT_HEADER)
             self._published.append(float(published) if published else None)
+        if not self._batch:
+            self._batch_opened = time.monotonic()
         self._batch.append(event)
         self._last_tag = tag
-        if len(self._batch) >= self.stream.batch_size:
+        # Full, or its oldest message has waited flush_interval_s: what bounds the lag to the
+        # online store when traffic is steady but slower than a batch per interval.
+        if (
+            len(self._batch) >= self.stream.batch_size
+            or time.monotonic() - self._batch_opened >= self.stream.flush_interval_s
+        ):
             self._flush(channel)
         return False
 

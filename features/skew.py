@@ -2,7 +2,7 @@
 served at each impression's time equal the training row's, and no training feature comes from
 the future.
 
-Four checks, one report (`skew_check`, or `python -m features.skew ... ` printing JSON):
+Four checks, one report (`skew_check`, or `shop-features skew --span N` printing JSON):
 - point_in_time: every row of span-N/impressions.csv against the store's point-in-time join of
   the lake's feature logs (training_features) at the impression's time (from the staged
   impression events, _stream/span-N/impression/).
@@ -21,12 +21,8 @@ an older value than the newest event for 5 of 100k synthetic rows; see features/
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,7 +35,7 @@ import contract
 from contract.events import DAY_S, span_start
 from features import store as fstore
 from features.lake import Lake
-from settings import PipelineConfig, load_config
+from settings import PipelineConfig
 
 EXAMPLES = 20  # mismatches listed per check (all are counted)
 
@@ -307,35 +303,3 @@ def _all_passed(report: dict[str, Any]) -> bool:
         and report["checkpoints"]["mismatches"] == 0
         and report.get("live", {"mismatches": 0})["mismatches"] == 0
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m features.skew", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--config", default="local", help="settings/conf/<name>.yaml or a path")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--span", type=int, required=True, help="the sealed span to check")
-    parser.add_argument("--checkpoints", type=int, default=20, help="impressions served online")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--live-sample", type=int, default=100, help="users and products; 0: no live check"
-    )
-    parser.add_argument("--redis-db", type=int, default=1, help="the scratch database (flushed)")
-    args = parser.parse_args(argv)
-    config = load_config(args.config, args.set)
-    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout is the JSON
-        report = skew_check(
-            config,
-            args.span,
-            checkpoints=args.checkpoints,
-            seed=args.seed,
-            live_sample=args.live_sample,
-            redis_db=args.redis_db,
-        )
-    print(json.dumps(report, indent=2, default=_plain))
-    return 0 if report["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

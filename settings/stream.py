@@ -26,7 +26,10 @@ class StreamConfig(Section):
     redis: str = Field("127.0.0.1:6379", description="the online store (Feast's Redis), host:port")
     batch_size: int = Field(500, ge=1, description="messages written (and acknowledged) together")
     flush_interval_s: float = Field(
-        0.5, gt=0, description="a partial batch is written after this long without a message"
+        0.25,
+        gt=0,
+        description="the longest a message waits in a consumer's batch before the batch is "
+        "written (bounds the lag to the online store at low traffic)",
     )
     prefetch: int = Field(
         2000, ge=1, description="unacknowledged messages the broker hands one consumer"

@@ -21,7 +21,7 @@ import pytest
 
 import contract
 from contract.events import encode_event
-from features.play import consumer_command, service_overrides
+from features.play import FEATURES_PYTHON, consumer_command, service_overrides
 from simulator.generate import SimulationOptions
 from simulator.stream import day_events, publish
 
@@ -136,7 +136,7 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(stream, day):
     assert stream.dead_letters() == []
 
 
-def test_two_consumers_on_one_queue_split_the_work_and_seal_once(stream, day):
+def test_two_consumers_split_the_work_seal_once_and_serve_what_training_saw(stream, day):
     consumers = [stream.consumer(f"--exit-after-seal={SPAN}") for _ in range(2)]
     stream.publish(day.events)
     counters = [stream.finish(c) for c in consumers]
@@ -144,6 +144,18 @@ def test_two_consumers_on_one_queue_split_the_work_and_seal_once(stream, day):
     assert sorted(s for c in counters for s in c["sealed"]) == [SPAN]
     assert_exactly_the_simulated_rows(stream, day)
     assert stream.dead_letters() == []
+    # No training/serving skew (features/skew.py): the online store, materialized up to each of
+    # 8 impressions' times, serves that impression's training features; none is from the future;
+    # the live store the two consumers filled holds every sampled entity's newest value.
+    done = subprocess.run(
+        [str(FEATURES_PYTHON), "-m", "features.cli", "skew", f"--span={SPAN}",
+         "--checkpoints=8", "--live-sample=50", *(f"--set={o}" for o in stream.overrides)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["ok"], report
+    assert report["rows"] == ROWS and report["checkpoints"]["mismatches"] == 0, report
 
 
 def poison(day) -> list[tuple[bytes, str]]:

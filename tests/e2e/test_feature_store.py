@@ -2,7 +2,7 @@
 known: feature changes during the day, an impression exactly at a feature update's time, one
 before its user's first profile, two impressions of one user at one instant (the rows Feast's
 Dask offline store would collapse, feast#6787). Feast lives in .venv-features (numpy 2), so the
-checks run there as subprocesses: `python -m features.skew` and a small probe script.
+checks run there as subprocesses: `shop-features skew` and a small probe script.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def test_point_in_time_join_and_online_reads(lake, redis):
 def skew(lake: Path, redis: Redis, *extra: str) -> tuple[int, dict]:
     sets = [f"--set={o}" for o in overrides(lake, redis)]
     done = features_python(
-        "-m", "features.skew", *sets, f"--span={SPAN}", "--checkpoints=10", *extra
+        "-m", "features.cli", "skew", *sets, f"--span={SPAN}", "--checkpoints=10", *extra
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout)

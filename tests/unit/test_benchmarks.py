@@ -93,3 +93,19 @@ def test_pipeline_scaling_measures_stages_beam_modes_and_the_taxi_peer(tmp_path)
     tables = markdown(report)
     assert "| 300 | after |" in tables and "| TFX taxi | 300 |" in tables
     assert "| StatisticsGen |" in tables
+
+
+@pytest.mark.e2e
+def test_stream_throughput_measures_events_per_second_and_lag_through_the_real_broker(tmp_path):
+    """One consumer, a 300-impression day, saturated and paced (RabbitMQ and Redis on loopback):
+    the figures exist and are positive; their size is docs/benchmarks.md's business."""
+    out = tmp_path / "stream.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.stream_throughput", "--rows", "300",
+         "--consumers", "1", "--paced-rate", "1000", "--json", str(out)],
+        check=True,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    figures = json.loads(out.read_text())["figures"]["1"]
+    assert figures["events_per_s"] > 0
+    assert 0 < figures["paced_lag_p50_ms"] <= figures["paced_lag_p99_ms"]

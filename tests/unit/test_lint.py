@@ -17,7 +17,10 @@ def test_ruff(args):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-LAYERED = ("contract", "settings", "components", "pipelines", "serving", "monitoring", "simulator")
+LAYERED = (
+    "contract", "settings", "components", "features", "pipelines", "serving", "monitoring",
+    "simulator",
+)  # fmt: skip
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
@@ -45,11 +48,14 @@ def test_imports_only_go_down_the_layers():
         ({"contract/upward.py": "from settings import load_config"}, "contract is not allowed"),
         ({"pipelines/upward.py": "import simulator.generate"}, "pipelines is not allowed to import"),
         ({"serving/server.py": "import settings"}, "serving.server is not allowed to import"),
+        ({"features/upward.py": "import components.model"}, "features is not allowed to import"),
+        ({"features/lake.py": "import tensorflow"}, "features is not allowed to import tensorflow"),
         ({"components/a_cycle.py": "import components.trainer",
           "components/trainer.py": "import components.a_cycle"}, "No cycles are allowed"),
     ],
     ids=["component-imports-pipelines", "contract-imports-settings", "pipeline-imports-simulator",
-         "server-imports-settings", "cycle"],
+         "server-imports-settings", "features-imports-components", "features-imports-tensorflow",
+         "cycle"],
 )  # fmt: skip
 def test_an_upward_import_or_a_cycle_breaks_the_contract(tmp_path, edits, broken):
     """The contracts are not vacuous: the same tree with one upward import (or a cycle) fails."""
