@@ -56,13 +56,24 @@ def play_once(broker, redis, lake: Path, day, consumers: int, rate: float | None
         if not proc.stdout.readline():
             raise RuntimeError(f"consumer {name} exited at start ({proc.wait()})")
     started = time.perf_counter()
-    publisher = threading.Thread(
-        target=publish, args=(day.events, broker.url, f"ex.{name}"), kwargs={"rate": rate}
-    )
+    failed: list[BaseException] = []
+
+    def publish_day() -> None:
+        try:
+            publish(day.events, broker.url, f"ex.{name}", rate=rate)
+        except BaseException as err:  # the consumers would wait for a seal that never comes
+            failed.append(err)
+            for proc in procs:
+                proc.kill()
+
+    publisher = threading.Thread(target=publish_day)
     publisher.start()
-    results = [json.loads(p.communicate(timeout=1800)[0].strip().splitlines()[-1]) for p in procs]
+    outputs = [p.communicate(timeout=1800)[0] for p in procs]
     seconds = time.perf_counter() - started
     publisher.join()
+    if failed:
+        raise RuntimeError(f"{name}: publishing failed: {failed[0]}") from failed[0]
+    results = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     if not (lake / f"span-{day.span}" / "impressions.csv").exists():
         raise RuntimeError(f"{name}: span-{day.span} was not sealed")
     lags = [lag for r in results for lag in r["online_lags_s"]]

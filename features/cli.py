@@ -31,8 +31,13 @@ def _consume(config: PipelineConfig, args: argparse.Namespace) -> int:
     # Kubernetes stops a pod with SIGTERM: finish the open batch, acknowledge it, leave.
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
     signal.signal(signal.SIGINT, lambda *_: consumer.stop())
-    print(f"shop-features consume: {consumer.id} on {config.stream.queue}", flush=True)
-    counters = consumer.run()
+    # The first line on stdout says the queue is declared and bound (features.play and the
+    # tests wait for it before the app publishes).
+    counters = consumer.run(
+        on_ready=lambda: print(
+            f"shop-features consume: {consumer.id} on {config.stream.queue}", flush=True
+        )
+    )
     print(json.dumps({"consumer": consumer.id, **asdict(counters)}), flush=True)
     return 0
 

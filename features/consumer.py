@@ -99,12 +99,15 @@ class Consumer:
         acknowledged first."""
         self._stopping = True
 
-    def run(self) -> Counters:
+    def run(self, on_ready: Callable[[], None] | None = None) -> Counters:
         """Consumes until stopped, idle for idle_exit_s, or span exit_after_seal is sealed;
         reconnects when the broker goes away (messages not acknowledged are redelivered)."""
         while True:
             try:
                 channel = self._connect()
+                if on_ready:  # the queue exists and is bound: publishing may start
+                    on_ready()
+                    on_ready = None
                 if self._consume(channel):
                     self._connection.close()
                     return self.counters
