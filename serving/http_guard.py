@@ -61,8 +61,13 @@ class HttpGuard:
                 f"is {self.max_concurrency}: retry in {self.retry_after_s} s",
                 {"retry-after": str(self.retry_after_s)},
             )
-        if v2:
-            scope = _json_unless_binary(scope)
+        if v2 and not _binary(scope):
+            scope = _json_body_scope(scope)
+            body = await _read_body(receive)
+            problem = _not_a_v2_object(body)
+            if problem:
+                return await _answer(send, 400, problem, {})
+            receive = _replay(body, receive)
         self.in_flight += 1  # one event loop: no lock needed between the check and this
         metrics.IN_FLIGHT.labels(self.model_name).set(self.in_flight)
         try:
@@ -72,13 +77,63 @@ class HttpGuard:
             metrics.IN_FLIGHT.labels(self.model_name).set(self.in_flight)
 
 
-def _json_unless_binary(scope: Scope) -> Scope:
-    """The scope with `content-type: application/json` when the body carries no binary part."""
-    headers = scope["headers"]
-    if any(name == BINARY_HEADER for name, _ in headers):
-        return scope
-    kept = [(name, value) for name, value in headers if name != b"content-type"]
+def _binary(scope: Scope) -> bool:
+    return any(name == BINARY_HEADER for name, _ in scope["headers"])
+
+
+def _json_body_scope(scope: Scope) -> Scope:
+    """The scope with `content-type: application/json` (the body carries no binary part)."""
+    kept = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
     return {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """A receive that hands the app the body read here, then the client's own messages."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NonFinite(name)
+
+
+def _not_a_v2_object(body: bytes) -> str | None:
+    """Why a JSON V2 body is refused before kserve sees it: kserve answers a body that is not a
+    JSON object (a bare `Infinity`, say), or an invalid one holding NaN or Infinity anywhere,
+    with a 500 from its own error handler (it cannot write the value back as JSON)."""
+    try:
+        parsed = json.loads(body, parse_constant=_refuse_constant)
+    except _NonFinite as err:
+        return f"the body holds {err}: not a JSON number (send finite values)"
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"the body is not JSON: {err}"
+    if not isinstance(parsed, dict):
+        return f'a V2 request is a JSON object ({{"inputs": [...]}}), not {type(parsed).__name__}'
+    return None
 
 
 async def _answer(send: Callable, status: int, message: str, headers: dict[str, str]) -> None:

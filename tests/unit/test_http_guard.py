@@ -28,12 +28,14 @@ class SlowApp:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def call(app, method: str, path: str, headers=()) -> tuple[int, dict[bytes, bytes], dict]:
+async def call(
+    app, method: str, path: str, headers=(), body: bytes = b"{}"
+) -> tuple[int, dict[bytes, bytes], dict]:
     scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
     sent: list[dict] = []
 
     async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message):
         sent.append(message)
@@ -72,6 +74,30 @@ def test_v2_bodies_without_the_binary_header_are_json_and_binary_ones_are_untouc
         kinds = [seen.get(b"content-type") for seen in inner.seen]
         assert kinds == [b"application/json", b"application/json",
                          b"application/octet-stream", b"text/plain"]  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+def test_a_json_v2_body_that_is_not_an_object_is_a_400_before_kserve_sees_it():
+    """kserve answers a bare `Infinity` (or any non-object) with a 500 from its error handler."""
+
+    async def scenario():
+        inner = SlowApp()
+        inner.release.set()
+        guard = HttpGuard(inner, "shop-ranking", max_concurrency=4, retry_after_s=1)
+        for body, reason in (
+            (b"Infinity", "holds Infinity"),
+            (b"1.5", "not float"),
+            (b"[1, 2]", "not list"),
+            (b'{"": Infinity}', "holds Infinity"),
+            (b'{"inputs": [{"data": [NaN]}]}', "holds NaN"),
+            (b"{not json", "the body is not JSON"),
+            (b"\xff", "the body is not JSON"),
+        ):
+            status, _, answer = await call(guard, "POST", V2, body=body)
+            assert status == 400 and reason in answer["error"], (body, answer)
+        assert inner.seen == [] and guard.in_flight == 0
+        assert (await call(guard, "POST", V2, body=b'{"inputs": []}'))[0] == 200
 
     asyncio.run(scenario())
 
