@@ -20,16 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="data/shop", help="dataset root; spans go to OUT/span-N/")
-    parser.add_argument("--rows", type=int, default=100_000, help="impressions per span")
     parser.add_argument("--spans", type=int, default=2, help="write span-1 .. span-N")
-    parser.add_argument(
-        "--only-span", type=int, action="append", help="write just this span (repeatable)"
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--drift", type=float, default=0.0, help="0..1: traffic and concept drift strength"
-    )
-    parser.add_argument("--drift-from-span", type=int, default=2, help="first span that drifts")
+    add_shop_options(parser, "write")
     parser.add_argument(
         "--corrupt-fraction", type=float, default=0.0, help="share of rows to break"
     )
@@ -39,6 +31,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="span(s) to corrupt (default: the last one)",
     )
+    return parser.parse_args(argv)
+
+
+def add_shop_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The options both modes share: how many rows, the seed, drift and label shift."""
+    parser.add_argument("--rows", type=int, default=100_000, help="impressions per span")
+    parser.add_argument(
+        "--only-span", type=int, action="append", help=f"{verb} just this span (repeatable)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--drift", type=float, default=0.0, help="0..1: traffic and concept drift strength"
+    )
+    parser.add_argument("--drift-from-span", type=int, default=2, help="first span that drifts")
     parser.add_argument(
         "--label-shift",
         type=float,
@@ -51,7 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="span(s) with the label shift (default: the last one)",
     )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,28 +118,11 @@ def parse_stream_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--exchange", default="shop.events", help="durable fanout exchange")
     parser.add_argument("--out", required=True, help="the lake the consumer writes (data.root)")
-    parser.add_argument("--rows", type=int, default=100_000, help="impressions per span")
     parser.add_argument("--spans", type=int, default=1, help="publish span-1 .. span-K")
-    parser.add_argument(
-        "--only-span", type=int, action="append", help="publish just this span (repeatable)"
-    )
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--rate", type=float, default=None, help="events per second (default: as fast as confirmed)"
     )
-    parser.add_argument(
-        "--drift", type=float, default=0.0, help="0..1: traffic and concept drift strength"
-    )
-    parser.add_argument("--drift-from-span", type=int, default=2, help="first span that drifts")
-    parser.add_argument(
-        "--label-shift", type=float, default=1.0, help="purchase odds factor (1 = none)"
-    )
-    parser.add_argument(
-        "--label-shift-span",
-        type=int,
-        action="append",
-        help="span(s) with the label shift (default: the last one)",
-    )
+    add_shop_options(parser, "publish")
     return parser.parse_args(argv)
 
 
