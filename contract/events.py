@@ -82,6 +82,10 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
     },
 }
 EVENT_TYPES: tuple[str, ...] = tuple(FIELDS)
+# The profile events' features as the feature store keeps them (every field but the entity id):
+# the feature views (features/definitions.py) and the transformer's reads (serving/) share them.
+USER_PROFILE_FEATURES: tuple[str, ...] = tuple(n for n in FIELDS["user"] if n != "user_id")
+PRODUCT_CATALOG_FEATURES: tuple[str, ...] = tuple(n for n in FIELDS["product"] if n != "product_id")
 
 
 class EventError(ValueError):

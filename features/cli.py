@@ -2,8 +2,10 @@
 
 consume      events from the broker into the lake's spans and the online store
 apply        register the feature definitions (features/definitions.py) in Feast's registry
-materialize  copy the newest offline values (the lake's feature logs) into the online store
+materialize  copy the newest offline values (the lake's feature logs) into the online store, and
+             rewrite the retrieval index (every product id the catalog announced)
 online       print what the online store serves for a user and a product
+serve        Feast's feature server (HTTP) over the online store, for the recommendation transformer
 """
 
 from __future__ import annotations
@@ -59,6 +61,32 @@ def _materialize(config: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from feast.feature_server import start_server
+
+    from features.store import open_store
+
+    store = open_store(config)
+    args.port = args.port or config.recommend.feature_server_port
+    print(f"shop-features serve: Feast's feature server on {args.host}:{args.port}", flush=True)
+    start_server(
+        store,
+        host=args.host,
+        port=args.port,
+        no_access_log=True,
+        workers=args.workers,
+        worker_connections=1000,
+        max_requests=0,
+        max_requests_jitter=0,
+        keep_alive_timeout=30,
+        registry_ttl_sec=60,
+        tls_key_path="",
+        tls_cert_path="",
+        metrics=False,
+    )
+    return 0
+
+
 def _online(config: PipelineConfig, args: argparse.Namespace) -> int:
     from features.store import online_features, open_store
 
@@ -97,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     materialize = commands.add_parser("materialize", help="offline -> online, up to --end")
     add_config_args(materialize)
     materialize.add_argument("--end", help="ISO time (default: now)")
+    serve = commands.add_parser("serve", help="Feast's feature server over the online store")
+    add_config_args(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--port", type=int, default=None, help="default: recommend.feature_server_port"
+    )
+    serve.add_argument("--workers", type=int, default=1)
     online = commands.add_parser("online", help="the online features of a user and a product")
     add_config_args(online)
     online.add_argument("--user", required=True)
@@ -121,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "apply": _apply,
         "materialize": _materialize,
         "online": _online,
+        "serve": _serve,
         "skew": _skew,
     }[args.command]
     return command(config, args)

@@ -13,26 +13,25 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 from contract.columns import CATEGORIES
-from contract.events import AFFINITY_FIELDS
+from contract.events import PRODUCT_CATALOG_FEATURES, USER_PROFILE_FEATURES
 
 TIMESTAMP = "event_timestamp"
 # Relative to data.root: one directory of parquet batch files per view.
 OFFLINE_DIRS: dict[str, str] = {
     "user_profile": "features/user_profile",
     "product_catalog": "features/product_catalog",
+    "catalog_index": "features/catalog_index",  # INDEX_VIEW
 }
-USER_FEATURES: tuple[str, ...] = ("user_avg_price", "days_since_last_visit", *AFFINITY_FIELDS)
-PRODUCT_FEATURES: tuple[str, ...] = (
-    "category",
-    "brand",
-    "price",
-    "on_sale",
-    "rating",
-    "popularity",
-)
+USER_FEATURES: tuple[str, ...] = USER_PROFILE_FEATURES
+PRODUCT_FEATURES: tuple[str, ...] = PRODUCT_CATALOG_FEATURES
+# The retrieval index: one entity, the shop's catalog, whose one feature is the list of every
+# product id the catalog has announced. The online store is read by key only, so retrieval
+# learns from here which products exist; their features it reads from product_catalog.
+INDEX_VIEW = "catalog_index"
+INDEX_KEY, INDEX_ID = "catalog", "shop"
 # Each view's entity join key.
 JOIN_KEYS: dict[str, str] = {"user_profile": "user_id", "product_catalog": "product_id"}
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
@@ -136,7 +135,30 @@ def definitions(lake_root: str) -> list:
         description="the product's catalog entry: a `product` event at each day's snapshot and "
         "whenever price or sale change; the newest event at or before a time is the product then",
     )
-    return [user, product, user_profile, product_catalog]
+    catalog = Entity(
+        name="catalog",
+        join_keys=[INDEX_KEY],
+        value_type=ValueType.STRING,
+        description=f"the shop's catalog as a whole (one entity, {INDEX_ID!r})",
+    )
+    catalog_index = FeatureView(
+        name=INDEX_VIEW,
+        entities=[catalog],
+        ttl=PRODUCT_TTL,
+        schema=[
+            Field(name=INDEX_KEY, dtype=String),
+            Field(
+                name="product_ids",
+                dtype=Array(String),
+                description="every product id of the catalog's events, most popular first; "
+                "written by `shop-features materialize` from the product_catalog log",
+            ),
+        ],
+        source=_source(INDEX_VIEW, root, "the index `shop-features materialize` writes"),
+        online=True,
+        description="the retrieval index: which products exist (serving/retrieval.py)",
+    )
+    return [user, product, user_profile, product_catalog, catalog, catalog_index]
 
 
 def _source(view: str, root: str, description: str) -> FileSource:

@@ -108,7 +108,7 @@ def _dies_with_parent():
     return preexec
 
 
-def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A child in its own session (a terminal's Ctrl-C reaches the owner, which stops it in
     order), output appended to `log`."""
     with open(log, "ab") as out:
@@ -123,26 +123,26 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def log_tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
 
-def _wait_until(ready, what: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+def wait_until(ready, what: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{what} exited with {proc.returncode} while starting; {log}:\n{_tail(log)}"
+                f"{what} exited with {proc.returncode} while starting; {log}:\n{log_tail(log)}"
             )
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s; {log}:\n{_tail(log)}")
+            raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s; {log}:\n{log_tail(log)}")
         time.sleep(0.1)
 
 
-def _end(proc: subprocess.Popen | None, timeout_s: float) -> None:
+def end_process(proc: subprocess.Popen | None, timeout_s: float) -> None:
     """SIGTERM, then SIGKILL to the child's whole session when it does not exit in time."""
     if proc is None or proc.poll() is not None:
         return
@@ -286,16 +286,16 @@ class Broker(_Service):
     def _start(self) -> None:
         started = time.monotonic()
         env = self.env()
-        self._epmd = _spawn(
+        self._epmd = spawn(
             ["epmd", "-port", str(self.epmd_port), "-address", HOST], env, self.log_dir / "epmd.log"
         )
         _RUNNING.add(self)
-        _wait_until(
+        wait_until(
             lambda: _port_open(self.epmd_port), "epmd", self._epmd, self.log_dir / "epmd.log", 30.0
         )
         out = self.log_dir / "server.out"
-        self._server = _spawn([str(RABBITMQ_BIN / "rabbitmq-server")], env, out)
-        _wait_until(
+        self._server = spawn([str(RABBITMQ_BIN / "rabbitmq-server")], env, out)
+        wait_until(
             self._amqp_ready,
             f"RabbitMQ {self.node}",
             self._server,
@@ -324,8 +324,8 @@ class Broker(_Service):
                 server.wait(STOP_TIMEOUT_S)
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 print(f"Broker {self.node}: {e}; terminating it", file=sys.stderr, flush=True)
-            _end(server, 30.0)
-        _end(self._epmd, 10.0)
+            end_process(server, 30.0)
+        end_process(self._epmd, 10.0)
         self._server = self._epmd = None
         _RUNNING.discard(self)
 
@@ -362,9 +362,9 @@ class Redis(_Service):
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--logfile", str(log),
         ]  # fmt: skip
-        self._server = _spawn(command, dict(os.environ), self.root / "redis.out")
+        self._server = spawn(command, dict(os.environ), self.root / "redis.out")
         _RUNNING.add(self)
-        _wait_until(self._ping, f"redis-server {self.address}", self._server, log, 30.0)
+        wait_until(self._ping, f"redis-server {self.address}", self._server, log, 30.0)
         self.startup_s = time.monotonic() - started
 
     def _ping(self) -> bool:
@@ -389,7 +389,7 @@ class Redis(_Service):
                 server.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-            _end(server, 10.0)
+            end_process(server, 10.0)
         self._server = None
         _RUNNING.discard(self)
 

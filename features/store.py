@@ -31,11 +31,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 import contract
 from contract.columns import CATEGORIES
 from features.definitions import (
+    INDEX_ID,
+    INDEX_KEY,
+    INDEX_VIEW,
     JOIN_KEYS,
     OFFLINE_DIRS,
     PRODUCT_FEATURES,
@@ -56,6 +59,8 @@ __all__ = [
     "TIMESTAMP",
     "USER_FEATURES",
     "VIEW_FEATURES",
+    "catalog_snapshot",
+    "write_catalog_index",
     "category_affinity",
     "event_timestamps",
     "materialize",
@@ -72,7 +77,12 @@ FEATURE_COLUMNS: tuple[str, ...] = (*USER_FEATURES, *PRODUCT_FEATURES, "user_cat
 # The columns of a training row that come from the store, in the contract's order.
 MODEL_FEATURES: tuple[str, ...] = tuple(c for c in contract.COLUMNS if c in FEATURE_COLUMNS)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ARROW = {String: pa.string(), Float64: pa.float64(), Int64: pa.int64()}
+_ARROW = {
+    String: pa.string(),
+    Float64: pa.float64(),
+    Int64: pa.int64(),
+    Array(String): pa.list_(pa.string()),
+}
 
 
 def repo_config(
@@ -212,7 +222,8 @@ def materialize(
     say "done" for a Redis that restarted empty (the loopback one keeps nothing), and events
     that reached the lake late behind an earlier `end` would be skipped. A full run costs one
     read of the logs (Feast's Dask store reads them whole for any interval) and one write per
-    entity. Views without any feature log yet are skipped. Returns the interval per view."""
+    entity. Views without any feature log yet are skipped. Then the retrieval index
+    (write_catalog_index) is rewritten from the product log. Returns the interval per view."""
     end = _aware(end)
     done: dict[str, tuple[datetime, datetime]] = {}
     for name in VIEW_FEATURES:
@@ -227,6 +238,8 @@ def materialize(
             warnings.simplefilter("ignore")
             store.materialize(start_date=begin, end_date=end, feature_views=[name])
         done[name] = (begin, end)
+    if "product_catalog" in done:
+        write_catalog_index(store, end)
     return done
 
 
@@ -370,6 +383,33 @@ def _typed(frame: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
                 frame[field.name].astype(object).where(frame[field.name].notna(), None)
             )
     return frame
+
+
+def catalog_snapshot(store: FeatureStore, end: pd.Timestamp | None = None) -> list[dict]:
+    """Every product the catalog has announced, with its newest category and popularity (at or
+    before `end`), most popular first: the index retrieval draws candidates from. The online
+    store can only be read by key, so whoever proposes products must know the ids; the serving
+    side then reads each one's live features from the online store."""
+    log = read_feature_log(store, "product_catalog", end=end)
+    newest = log.drop_duplicates("product_id", keep="last")
+    newest = newest.sort_values(["popularity", "product_id"], ascending=[False, True])
+    return [
+        {"product_id": pid, "category": cat, "popularity": float(pop)}
+        for pid, cat, pop in zip(
+            newest["product_id"], newest["category"], newest["popularity"], strict=True
+        )
+    ]
+
+
+def write_catalog_index(store: FeatureStore, end: datetime) -> list[str]:
+    """The retrieval index online: every product id the catalog announced up to `end`, most
+    popular first, as the one row of the catalog_index view (newest wins, so an older run never
+    replaces a newer index). Returns the ids."""
+    moment = pd.Timestamp(_aware(end))
+    ids = [p["product_id"] for p in catalog_snapshot(store, end=moment)]
+    frame = pd.DataFrame({INDEX_KEY: [INDEX_ID], "product_ids": [ids], TIMESTAMP: [moment]})
+    write_online(store, INDEX_VIEW, frame)
+    return ids
 
 
 def category_affinity(frame: pd.DataFrame) -> pd.Series:

@@ -1,5 +1,5 @@
-"""`shop-serve`: start the model server from config, replay a span against it, report an A/B test,
-write the KServe InferenceServices.
+"""`shop-serve`: start the model server from config, start the recommendation stack, replay a span
+against it, report an A/B test, write the KServe InferenceServices.
 
 Runs in the pipeline's environment and reads the one typed config (settings/conf/*.yaml + --set); `start`
 hands over to the server in the serving environment (.venv-serving, serving/requirements.lock),
@@ -16,62 +16,8 @@ from pathlib import Path
 
 from components.runtime import prepare_tensorflow_process
 from pipelines.cli import add_config_args
-from settings import ConfigError, PipelineConfig, load_config, server_flags
-
-# Where the serving package is importable from (the checkout for an editable install): the server
-# process gets it on PYTHONPATH, and the serving venv is looked for beside it.
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-SERVING_PYTHON_ENV = "SHOP_SERVING_PYTHON"
-
-
-def serving_python() -> str:
-    """The serving environment's interpreter: $SHOP_SERVING_PYTHON or .venv-serving."""
-    path = os.environ.get(SERVING_PYTHON_ENV) or str(
-        PACKAGE_ROOT / ".venv-serving" / "bin" / "python"
-    )
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no serving environment; create it with `make serving-env` "
-            f"(or point {SERVING_PYTHON_ENV} at one)"
-        )
-    return path
-
-
-def server_command(
-    config: PipelineConfig,
-    port: int,
-    model_version: str | None = None,
-    model_dir: str | None = None,
-    request_log: str | None = None,
-) -> list[str]:
-    """The serving.server command line for this config (tests and the benchmark use it too)."""
-    s = config.serving
-    log = request_log or (config.request_log_path if s.log_requests else None)
-    cmd = [
-        serving_python(), "-m", "serving.server",
-        "--model-dir", os.path.abspath(model_dir or config.serving_dir),
-        "--model-name", s.model_name,
-        "--http-port", str(port),
-        "--ab-candidate-percent", str(s.ab_candidate_percent),
-        "--ab-key", s.ab_key,
-        *server_flags(s.model_dump()),
-    ]  # fmt: skip
-    if log:
-        cmd += ["--request-log", os.path.abspath(log) if log != "-" else log]
-    if model_version:
-        cmd += ["--model-version", model_version]
-    return cmd
-
-
-def server_env() -> dict[str, str]:
-    """The serving package importable from the checkout, TensorFlow quiet."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(PACKAGE_ROOT),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+from serving.commands import server_command, server_env
+from settings import ConfigError, PipelineConfig, load_config
 
 
 def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
@@ -83,6 +29,47 @@ def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
     )
     os.execve(cmd[0], cmd, server_env())  # the server owns the process (signals, exit code)
     return 0  # not reached
+
+
+def _recommend(args: argparse.Namespace, config: PipelineConfig) -> int:
+    import json
+    import signal
+
+    from serving.stack import recommend_stack, wait_forever
+
+    config_args = ["--config", args.config, *(f"--set={o}" for o in args.overrides)]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the children in order
+    served_log = config.served_log_path if config.recommend.log_served else None
+    root = os.path.join(config.output_root, "services", "recommend")
+    with recommend_stack(config, config_args, root, port=args.port, served_log=served_log) as stack:
+        body = {
+            "user_id": args.example_user or _a_user(config),
+            "context": {"device": "mobile", "hour": 20, "referrer": "search", "country": "DE"},
+            "k": 5,
+        }
+        print(
+            f"recommendations: POST {stack.endpoint(config.serving.model_name)}\n"
+            f"  curl -s {stack.endpoint(config.serving.model_name)} "
+            f"-H 'content-type: application/json' -d '{json.dumps(body)}'\n"
+            f"  served lists: {served_log}\n  logs: {stack.logs}\n(Ctrl-C stops everything)",
+            flush=True,
+        )
+        wait_forever()
+    return 0
+
+
+def _a_user(config: PipelineConfig) -> str:
+    """The first user of the lake's newest span, for the printed example."""
+    import csv
+    import glob
+    import re
+
+    spans = glob.glob(os.path.join(config.data.root, "span-*", "*.csv"))
+    if not spans:
+        return "u1"
+    newest = max(spans, key=lambda p: int(re.search(r"span-(\d+)", p).group(1)))
+    with open(newest, newline="") as f:
+        return next(csv.DictReader(f))["user_id"]
 
 
 def _replay(args: argparse.Namespace, config: PipelineConfig) -> int:
@@ -168,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(start)
     start.add_argument("--port", type=int, default=8080)
     start.add_argument("--model-version", help="pin one version instead of the newest")
+    recommend = commands.add_parser(
+        "recommend", help="the online store, feature server, predictor and transformer"
+    )
+    add_config_args(recommend)
+    recommend.add_argument("--port", type=int, default=8090, help="the transformer's port")
+    recommend.add_argument("--example-user", help="the user of the printed curl example")
     replay = commands.add_parser("replay", help="send a span's rows to a running server")
     add_config_args(replay)
     replay.add_argument("--span", type=int, required=True)
@@ -200,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         handler = {
             "start": _start,
+            "recommend": _recommend,
             "replay": _replay,
             "ab-report": _ab_report,
             "kserve-manifest": _kserve_manifest,

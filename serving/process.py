@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.cli import server_command, server_env
+from serving.commands import server_command, server_env
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ PipelineConfig (with the checks across sections) and loads it from settings/conf
     serving.py      ServingConfig and the model server's flags
     monitoring.py   MonitoringConfig
     stream.py       StreamConfig (the broker, the online store, the consumer)
+    recommend.py    RecommendConfig and the recommendation transformer's flags
     kubeflow.py     StepResources, KubeflowConfig
     compose.py      PipelineConfig, load_config, parse_override, ConfigError, CONF_DIR
     kserve.py       what KServe needs, derived from a PipelineConfig (imported as settings.kserve)
@@ -33,6 +34,7 @@ from settings.data import BeamConfig, DataConfig, ObjectStoreConfig
 from settings.kubeflow import DEFAULT_RESOURCES, KubeflowConfig, StepResources
 from settings.monitoring import MonitoringConfig
 from settings.pusher import PusherConfig
+from settings.recommend import TRANSFORMER_FLAG_FIELDS, RecommendConfig, transformer_flags
 from settings.section import Section
 from settings.serving import SERVER_FLAG_FIELDS, ServingConfig, number_text, server_flags
 from settings.stream import StreamConfig
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_RESOURCES",
     "NOT_TUNABLE",
     "SERVER_FLAG_FIELDS",
+    "TRANSFORMER_FLAG_FIELDS",
     "BeamConfig",
     "ConfigError",
     "DataConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "ObjectStoreConfig",
     "PipelineConfig",
     "PusherConfig",
+    "RecommendConfig",
     "SearchParameter",
     "Section",
     "StreamConfig",
@@ -75,4 +79,5 @@ __all__ = [
     "number_text",
     "parse_override",
     "server_flags",
+    "transformer_flags",
 ]

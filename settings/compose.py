@@ -19,6 +19,7 @@ from settings.data import BeamConfig, DataConfig, ObjectStoreConfig
 from settings.kubeflow import KubeflowConfig
 from settings.monitoring import MonitoringConfig
 from settings.pusher import PusherConfig
+from settings.recommend import RecommendConfig
 from settings.section import Section
 from settings.serving import ServingConfig
 from settings.stream import StreamConfig
@@ -56,6 +57,7 @@ class PipelineConfig(Section):
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     stream: StreamConfig = StreamConfig()
+    recommend: RecommendConfig = RecommendConfig()
 
     @model_validator(mode="after")
     def _name_is_a_pipeline_name(self) -> PipelineConfig:
@@ -103,6 +105,18 @@ class PipelineConfig(Section):
     def request_log_path(self) -> str:
         """The model server's prediction log (JSON lines), read by the monitor."""
         return "/".join([self.request_log_dir, f"{self.serving.model_name}.jsonl"])
+
+    @property
+    def served_log_path(self) -> str:
+        """The recommendation transformer's log of served lists (JSON lines): one line per
+        answered request, the list, its positions and the model version."""
+        return "/".join([self.served_log_dir, f"{self.serving.model_name}.jsonl"])
+
+    @property
+    def served_log_dir(self) -> str:
+        """Every served-list log (one file per transformer process or pod), a folder of its own:
+        the monitor reads request_log_dir's files as prediction logs."""
+        return "/".join([self._monitoring_root(), "served_lists"])
 
     @property
     def request_log_dir(self) -> str:

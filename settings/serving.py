@@ -51,7 +51,8 @@ class ServingConfig(Section):
     # KServe (manifests/kserve/, and the manifest Pusher writes next to each pushed version)
     namespace: str = Field("kubeflow", description="namespace of the InferenceService")
     image: str = Field(
-        "shop-ranking-serving:0.1.0", description="the predictor image (serving/Dockerfile)"
+        "shop-ranking-serving:0.1.0",
+        description="the image of the predictor and of the transformer (serving/Dockerfile)",
     )
     tf_serving_version: str = Field(
         "2.16.1", description="runtimeVersion of KServe's TensorFlow runtime (TF Serving)"
@@ -67,12 +68,23 @@ class ServingConfig(Section):
     canary_traffic_percent: int = Field(
         10, ge=0, le=100, description="share of traffic a newly pushed version gets at first"
     )
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
+    # The replicas and scaling hold for the predictor and for the transformer in front of it,
+    # each scaled on its own: one transformer request holds one predictor call at a time.
+    min_replicas: int = Field(1, ge=0, description="per component (predictor, transformer)")
+    max_replicas: int = Field(4, ge=1, description="per component (predictor, transformer)")
     scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
     scale_target: int = Field(8, ge=1, description="per replica, in scale_metric's unit")
     cpu: float = Field(1, gt=0, description="predictor CPU request (limit: twice)")
     memory_gb: float = Field(2, gt=0, description="predictor memory request and limit")
+    transformer_cpu: float = Field(
+        0.5,
+        gt=0,
+        description="transformer CPU request (limit: twice); it waits on the feature server "
+        "and the predictor and loads no model",
+    )
+    transformer_memory_gb: float = Field(
+        1, gt=0, description="transformer memory request and limit (it holds the catalog)"
+    )
 
     @model_validator(mode="after")
     def _replicas_in_order(self) -> ServingConfig:

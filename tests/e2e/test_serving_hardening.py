@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import shutil
+import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -26,9 +27,9 @@ from hypothesis import strategies as st
 from repo_paths import REPO_ROOT
 
 from contract import layout
-from serving.cli import serving_python
+from serving.commands import serving_python
 from serving.contract import Contract
-from serving.loadgen import span_instances, v2_body
+from serving.loadgen import span_instances, v2_binary_body, v2_body
 from serving.process import running_server
 from serving.request_log import read_log
 from serving.versions import numbered_versions
@@ -129,6 +130,57 @@ def test_standard_v2_clients_work_in_json_and_binary_modes(guarded, tmp_path):
                         "kserve_v2_binary"}  # fmt: skip
     for mode, scores in got.items():
         np.testing.assert_allclose(scores, expected, atol=1e-6, err_msg=mode)
+
+
+def _binary_body(head: dict, tensors: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(head).encode()
+    return header + b"".join(tensors), {"inference-header-content-length": str(len(header)),
+                                        "content-type": "application/octet-stream"}  # fmt: skip
+
+
+def test_binary_tensor_data_is_checked_like_json_data(guarded):
+    """V2 binary tensors reach the contract as numpy arrays (serving/binary_tensors.py): the same
+    scores as V1, and a 400 naming the field for values or bytes the contract refuses."""
+    rows = guarded.rows[:5]
+    good = v2_binary_body(rows, guarded.contract)
+    answer = httpx.post(guarded.v2, content=good.data, headers=good.headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(_scores("v2", answer), v1_scores(guarded, rows), atol=1e-6)
+    head_length = int(good.headers["inference-header-content-length"])
+    head = json.loads(good.data[:head_length])
+    parts, offset = {}, head_length
+    for tensor in head["inputs"]:
+        size = tensor["parameters"]["binary_data_size"]
+        parts[tensor["name"]] = good.data[offset : offset + size]
+        offset += size
+
+    def with_tensor(name: str, data: bytes, **fields) -> tuple[bytes, dict[str, str]]:
+        inputs = [{**t, **fields, "parameters": {"binary_data_size": len(data)}}
+                  if t["name"] == name else t for t in head["inputs"]]  # fmt: skip
+        return _binary_body({**head, "inputs": inputs},
+                            [data if t["name"] == name else parts[t["name"]] for t in inputs])  # fmt: skip
+
+    def strings(*values: bytes) -> bytes:
+        return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+    n = len(rows)
+    cases = [
+        (with_tensor("device", strings(*[b"mobile"] * (n - 1), b"\xff")), "'device' (instance 4)",
+         "not UTF-8"),
+        (with_tensor("device", strings(*[b"phone"] * n)), "'device' (instance 0)", "domain"),
+        (with_tensor("user_id", strings(*[b"u"] * (n - 1)) + b"\x09\x00\x00\x00abc"),
+         "'user_id'", "BYTES tensor data ends"),
+        (with_tensor("user_id", strings(*[b"u"] * (n - 1))), "'user_id'", "values for shape"),
+        (with_tensor("price", np.array([1.0, np.nan, 2, 3, 4], np.float32).tobytes()),
+         "'price' (instance 1)", "not a finite number"),
+        (with_tensor("hour", np.array([1, 2, 3, 4, 99], np.int32).tobytes(), datatype="INT32"),
+         "'hour' (instance 4)", "above the domain's maximum"),
+        (_binary_body({"x": 1}, []), "Unrecognized request format", "inputs"),
+    ]  # fmt: skip
+    for (data, headers), field, needle in cases:
+        response = httpx.post(guarded.v2, content=data, headers=headers, timeout=30)
+        assert response.status_code == 400, (field, response.text)
+        assert field in response.text and needle in response.text, response.text
 
 
 def test_overload_is_shed_at_once_with_503_and_retry_after(guarded):
