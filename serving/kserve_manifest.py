@@ -6,17 +6,22 @@ Two predictors read the same pushed versions (Pusher's numbered folders under se
   Inference Protocol) with request validation. With a model version it serves exactly that
   version, so a canary really compares two versions. With serving.log_requests and a PVC, every
   pod appends its predictions to its own file in request_log_dir on the PVC, which the monitor
-  CronJob (manifests/monitoring/, `shop-monitor check`) reads.
+  CronJob (manifests/monitoring/, `shop-monitor check`) reads. In front of it the recommendation
+  transformer (same image, `python -m serving.transformer`, the recommend section's flags): the
+  InferenceService's URL goes to it, it reads features from Feast's feature server and scores
+  on the predictor over V2. The canary split stays on the predictor; the transformer's spec does
+  not change between pushes, so it rolls out only when it changes itself.
 - "tensorflow" (`<model_name>-tfserving`): KServe's TensorFlow runtime (TF Serving), V1 REST and
   gRPC v1 only; it always serves the newest version under storageUri.
 
-Rendered from the validated PipelineConfig itself (its serving and kubeflow sections); the values
-derived from them (storage URI, request log folder, names) come from settings/kserve.py, which
-the pipeline's compile-time checks use too. Plain dicts, no kserve import: the kserve SDK needs
-protobuf >= 4.25, which TFX 1.16 forbids here. serving/validate_manifests.py checks the files
-against kserve 0.15's models in .venv-serving. Written by `shop-serve kserve-manifest`
-(manifests/kserve/) and, through write_pushed_version, by the Pusher for each version it pushes
-(config.kserve_manifest_dir): pipelines/kserve_push.py names it in the Pusher's custom_config.
+Rendered from the validated PipelineConfig itself (its serving, recommend and kubeflow sections);
+the values derived from them (storage URI, log folders, feature server, names) come from
+settings/kserve.py, which the pipeline's compile-time checks use too. Plain dicts, no kserve
+import: the kserve SDK needs protobuf >= 4.25, which TFX 1.16 forbids here.
+serving/validate_manifests.py checks the files against kserve 0.15's models in .venv-serving.
+Written by `shop-serve kserve-manifest` (manifests/kserve/) and, through write_pushed_version, by
+the Pusher for each version it pushes (config.kserve_manifest_dir): pipelines/kserve_push.py
+names it in the Pusher's custom_config.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 import yaml
 
 from contract import layout
-from settings import PipelineConfig, number_text, server_flags
+from settings import PipelineConfig, number_text, server_flags, transformer_flags
 from settings import kserve as kserve_settings
 
 API_VERSION, KIND = "serving.kserve.io/v1beta1", "InferenceService"
@@ -47,6 +52,13 @@ MODEL_MOUNT = "/mnt/models"
 CONTAINER_NAME = "kserve-container"  # the container KServe reads STORAGE_URI/PROTOCOL from
 HTTP_PORT = 8080  # Knative's default user port; KServe routes here
 SERVER_COMMAND = ["python", "-m", "serving.server"]
+TRANSFORMER_COMMAND = ["python", "-m", "serving.transformer"]
+# KServe's controller appends `--model_name <isvc name>`, `--predictor_host <isvc>-predictor.<ns>`
+# and `--http_port 8080` to a custom transformer's args unless they are there already (kserve
+# 0.15, pkg/apis/serving/v1beta1/transformer_custom.go, CustomTransformer.GetContainer), so the
+# manifest leaves them to KServe. It never says which protocol the predictor speaks: kserve's
+# ModelServer defaults to v1, ours serves V2 (PROTOCOL=v2 on the predictor).
+PREDICTOR_PROTOCOL_ARG = "--predictor_protocol=v2"
 TF_RUNTIME = "kserve-tensorflow-serving"  # the ClusterServingRuntime KServe installs
 # The request log: the custom predictor mounts the store (kubeflow.pvc_name) read-write under this
 # volume name (not KServe's own "kserve-pvc-source", the read-only storageUri mount) and names
@@ -76,13 +88,76 @@ def request_log_arg(config: PipelineConfig, log_dir: str) -> str:
     return f"--request-log={log_dir}/{config.serving.model_name}-$({POD_NAME_ENV}).jsonl"
 
 
-def _resources(config: PipelineConfig) -> dict[str, dict[str, str]]:
-    serving = config.serving
-    memory = f"{number_text(serving.memory_gb)}G"
+def served_log_arg(config: PipelineConfig, log_dir: str) -> str:
+    """--served-log with one file per transformer pod in the served lists' folder, named as the
+    predictor's request log is (config.served_log_path locally)."""
+    return f"--served-log={log_dir}/{config.serving.model_name}-$({POD_NAME_ENV}).jsonl"
+
+
+def _resources(cpu: float, memory_gb: float) -> dict[str, dict[str, str]]:
+    memory = f"{number_text(memory_gb)}G"
     return {
-        "requests": {"cpu": number_text(serving.cpu), "memory": memory},
-        "limits": {"cpu": number_text(2 * serving.cpu), "memory": memory},
+        "requests": {"cpu": number_text(cpu), "memory": memory},
+        "limits": {"cpu": number_text(2 * cpu), "memory": memory},
     }
+
+
+def _scaling(config: PipelineConfig) -> dict[str, Any]:
+    """Replicas and autoscaling of one component: the predictor and the transformer each scale on
+    their own with the serving section's values."""
+    serving = config.serving
+    return {
+        "minReplicas": serving.min_replicas,
+        "maxReplicas": serving.max_replicas,
+        "scaleMetric": serving.scale_metric,
+        "scaleTarget": serving.scale_target,
+    }
+
+
+def _log_to_the_store(
+    config: PipelineConfig, container: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    """A container that appends a log file named after its pod: the pod's own name in its env
+    ($(POD_NAME) in the args, from the downward API) and the whole store mounted read-write (the
+    log folder may not exist yet; the server creates it) at the path the pipeline and the monitor
+    use."""
+    container.setdefault("env", []).append(
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
+    container["volumeMounts"] = [
+        {"name": STORE_VOLUME, "mountPath": config.kubeflow.pvc_mount_path}
+    ]
+    spec["volumes"] = [
+        {"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": config.kubeflow.pvc_name}}
+    ]
+
+
+def _transformer(config: PipelineConfig) -> dict[str, Any]:
+    """The custom InferenceService's spec.transformer: serving/transformer.py in the predictor's
+    image with the recommend section's flags, its own replicas (scaled on its own) and, with
+    recommend.log_served and the PVC, its served lists in their own folder. No
+    canaryTrafficPercent: the split is the predictor's, a transformer change rolls out whole."""
+    serving = config.serving
+    args = [
+        PREDICTOR_PROTOCOL_ARG,
+        # the transformer's flags mirror config's recommend section (serving/transformer.py);
+        # its feature server URL is one a pod can reach (settings/kserve.py's check)
+        *transformer_flags(config.recommend.model_dump()),
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,  # KServe names it so anyway (CustomTransformer.Default)
+        "image": serving.image,
+        "command": list(TRANSFORMER_COMMAND),
+        "args": args,
+        # no ports: KServe passes --http_port 8080 and routes to 8080 when none are declared
+        "resources": _resources(serving.transformer_cpu, serving.transformer_memory_gb),
+    }
+    spec: dict[str, Any] = {**_scaling(config), "containers": [container]}
+    log_dir = kserve_settings.served_log_dir(config)
+    if log_dir is not None:
+        args.append(served_log_arg(config, log_dir))
+        _log_to_the_store(config, container, spec)
+    return spec
 
 
 def inference_service(
@@ -94,8 +169,9 @@ def inference_service(
     """One InferenceService. model_version pins the custom predictor to that pushed version;
     previous_version (the version serving until now) makes the update a canary:
     canaryTrafficPercent of the traffic goes to the new revision, the rest stays on the last
-    rolled-out one (KServe Serverless mode only). ConfigError where the config cannot give one
-    (settings/kserve.py's check)."""
+    rolled-out one (KServe Serverless mode only). The custom one has the transformer in front
+    (_transformer), the same in every version's manifest. ConfigError where the config cannot
+    give one (settings/kserve.py's check)."""
     if predictor not in PREDICTORS:
         raise KServeManifestError(f"predictor {predictor!r}: one of {PREDICTORS}")
     for flag, value in (("model_version", model_version), ("previous_version", previous_version)):
@@ -106,14 +182,9 @@ def inference_service(
     if previous_version is not None and previous_version == model_version:
         previous_version = None  # nothing to compare: an ordinary rollout
     kserve_settings.check(config)
-    serving, kubeflow = config.serving, config.kubeflow
+    serving = config.serving
     storage_uri = kserve_settings.storage_uri(config)
-    spec: dict[str, Any] = {
-        "minReplicas": serving.min_replicas,
-        "maxReplicas": serving.max_replicas,
-        "scaleMetric": serving.scale_metric,
-        "scaleTarget": serving.scale_target,
-    }
+    spec: dict[str, Any] = _scaling(config)
     if serving.service_account:
         # KServe's storage initializer reads an s3:// storageUri with the keys and endpoint of
         # the Secret this ServiceAccount lists (manifests/kfp/object-store-access.yaml).
@@ -135,7 +206,7 @@ def inference_service(
             "runtimeVersion": serving.tf_serving_version,
             "protocolVersion": "v1",  # TF Serving speaks V1 REST and gRPC v1 only
             "storageUri": storage_uri,  # numbered version folders: TF Serving's layout
-            "resources": _resources(config),
+            "resources": _resources(serving.cpu, serving.memory_gb),
         }
     else:
         args = [
@@ -164,28 +235,16 @@ def inference_service(
             "args": args,
             "env": env,
             "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
-            "resources": _resources(config),
+            "resources": _resources(serving.cpu, serving.memory_gb),
         }
+        spec["containers"] = [container]
         log_dir = kserve_settings.request_log_dir(config)
         if log_dir is not None:
             args.append(request_log_arg(config, log_dir))
-            # the pod's own name, for its log file's name ($(POD_NAME) in the args)
-            env.append(
-                {
-                    "name": POD_NAME_ENV,
-                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                }
-            )
-            # the whole store, read-write (the log folder may not exist yet; the server creates
-            # it), at the path the pipeline and the monitor use
-            container["volumeMounts"] = [
-                {"name": STORE_VOLUME, "mountPath": kubeflow.pvc_mount_path}
-            ]
-        spec["containers"] = [container]
-        if log_dir is not None:
-            spec["volumes"] = [
-                {"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": kubeflow.pvc_name}}
-            ]
+            _log_to_the_store(config, container, spec)
+    components = {"predictor": spec}
+    if predictor == "custom":
+        components["transformer"] = _transformer(config)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -195,7 +254,7 @@ def inference_service(
             "labels": {"app.kubernetes.io/part-of": config.name},
             "annotations": dict(TAG_ROUTING),
         },
-        "spec": {"predictor": spec},
+        "spec": components,
     }
 
 
@@ -246,6 +305,21 @@ def _header(
             f"{serving.model_name}-<pod>.jsonl on the PVC {config.kubeflow.pvc_name}, which the "
             "monitor CronJob (manifests/monitoring/, shop-monitor check) reads."
         )
+    if predictor == "custom":
+        paragraphs.append(
+            "Transformer in front (python -m serving.transformer, the same image): the "
+            "InferenceService's URL goes to it (POST /v1/models/"
+            f"{serving.model_name}:predict with user_id, context, k); it reads the features from "
+            f"Feast's feature server {config.recommend.feature_server_url} and scores on the "
+            "predictor over V2 (KServe passes --model_name, --predictor_host, --http_port). It "
+            "scales on its own; the canary split is the predictor's."
+        )
+        served_dir = kserve_settings.served_log_dir(config)
+        if served_dir is not None:
+            paragraphs.append(
+                f"Served lists: each transformer pod appends them to {served_dir}/"
+                f"{serving.model_name}-<pod>.jsonl on the PVC {config.kubeflow.pvc_name}."
+            )
     if previous_version is not None and previous_version != model_version:
         paragraphs.append(
             f"Canary: {serving.canary_traffic_percent}% of the traffic to the new revision "

@@ -2,10 +2,12 @@
 
     .venv-serving/bin/python serving/validate_manifests.py FILE...
 
-Each InferenceService is deserialized into kserve's V1beta1InferenceService and serialized back
-with the kserve ApiClient; the result must equal the YAML, so a misspelled, misplaced or unknown
-field (which a model silently drops) or a wrongly typed value fails with its path. A Kustomization
-file stands for the resources it lists. One line per file; exit status 1 when any file fails.
+Each InferenceService is deserialized into kserve's V1beta1InferenceService (its predictor a
+V1beta1PredictorSpec, its transformer a V1beta1TransformerSpec) and serialized back with the
+kserve ApiClient; the result must equal the YAML, so a misspelled, misplaced or unknown field
+(which a model silently drops) or a wrongly typed value fails with its path; so does a
+transformer without a container (kserve's webhook refuses it). A Kustomization file stands for
+the resources it lists. One line per file; exit status 1 when any file fails.
 
 kserve 0.15's models are swagger-codegen classes (openapi_types, attribute_map), the Kubernetes
 ones inside them (V1Container, V1ObjectMeta, ...) come from kubernetes 37's pydantic client, and
@@ -124,6 +126,11 @@ def check(manifest: dict) -> Any:
         raise ManifestError(f"apiVersion/kind {found}: expected {(API_VERSION, KIND)}")
     service = _deserialize(manifest, "V1beta1InferenceService", "")
     problems = differences(manifest, ApiClient().sanitize_for_serialization(service))
+    transformer = service.spec.transformer
+    if transformer is not None and not transformer.containers:
+        # KServe's webhook wants exactly one implementation, and a custom transformer is its
+        # containers (the controller runs containers[0] as kserve-container)
+        problems.append("spec.transformer.containers: a transformer needs its container")
     if problems:
         raise ManifestError("; ".join(problems))
     return service
@@ -152,7 +159,16 @@ def _describe(service: Any) -> str:
         env = {e.name: e.value for e in predictor.containers[0].env or []}
         kind = f"custom container, {env.get('PROTOCOL', 'v1')}"
     canary = predictor.canary_traffic_percent
-    return f"InferenceService {where} ({kind}" + (f", canary {canary}%)" if canary else ")")
+    about = f"InferenceService {where} ({kind}" + (f", canary {canary}%)" if canary else ")")
+    transformer = service.spec.transformer
+    if transformer is not None:
+        # the protocol it calls the predictor with: kserve's ModelServer flag, v1 unless given
+        args = transformer.containers[0].args or []
+        protocol = next(
+            (a.split("=", 1)[1] for a in args if a.startswith("--predictor_protocol=")), "v1"
+        )
+        about += f" + transformer (predictor over {protocol})"
+    return about
 
 
 def main(argv: list[str] | None = None) -> int:

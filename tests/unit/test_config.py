@@ -117,7 +117,7 @@ def test_each_section_is_defined_once_in_its_module():
         f"settings.{m}"
         for m in (
             "data", "validation", "training", "tuning", "pusher", "serving", "monitoring",
-            "kubeflow", "stream", "compose",
+            "kubeflow", "stream", "recommend", "compose",
         )
     }  # fmt: skip
     assert set(settings.__all__) <= set(vars(settings))

@@ -29,13 +29,14 @@ from serving.kserve_manifest import (
     KUSTOMIZATION,
     MODEL_MOUNT,
     POD_NAME_ENV,
+    PREDICTOR_PROTOCOL_ARG,
     KServeManifestError,
     inference_service,
     write_manifests,
     write_pushed_version,
 )
-from settings import ConfigError, PipelineConfig, load_config
-from settings.kserve import check, request_log_dir, storage_uri
+from settings import ConfigError, PipelineConfig, load_config, transformer_flags
+from settings.kserve import check, request_log_dir, served_log_dir, storage_uri
 
 MANIFESTS = REPO_ROOT / "manifests" / "kserve"
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
@@ -70,6 +71,9 @@ def _lines(result: subprocess.CompletedProcess) -> dict[str, str]:
     return lines
 
 
+POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}  # the downward API's pod name
+
+
 def _env(container: dict) -> dict[str, Any]:
     """name -> value, or its valueFrom (the downward API's POD_NAME)."""
     return {e["name"]: e["value"] if "value" in e else e["valueFrom"] for e in container["env"]}
@@ -96,22 +100,40 @@ def test_committed_and_canary_manifests_survive_the_kserve_sdk_models(tmp_path, 
         line = lines[str(Path("manifests/kserve") / name)]
         assert line.startswith("ok "), line
     assert "custom container, v2" in lines["manifests/kserve/" + FILES["custom"]]
+    assert "+ transformer (predictor over v2)" in lines["manifests/kserve/" + FILES["custom"]]
+    assert "transformer" not in lines["manifests/kserve/" + FILES["tensorflow"]]
     assert "tensorflow model, v1" in lines["manifests/kserve/" + FILES["tensorflow"]]
     assert "canary 10%" in lines[str(tmp_path / FILES["custom"])]
 
 
-BROKEN = {  # file name -> (change to spec.predictor, the start of its FAIL line's message)
+BROKEN = {  # file name -> (change to spec, the start of its FAIL line's message)
     "kserve-field": (
-        lambda p: p.update(canaryTraficPercent=10),
+        lambda s: s["predictor"].update(canaryTraficPercent=10),
         "spec.predictor.canaryTraficPercent: dropped by the model",
     ),
     "kubernetes-field": (
-        lambda p: p["containers"][0].update(comand=["true"]),
+        lambda s: s["predictor"]["containers"][0].update(comand=["true"]),
         "spec.predictor.containers[0].comand: dropped by the model",
     ),
     "wrong-type": (
-        lambda p: p.update(canaryTrafficPercent="10"),
+        lambda s: s["predictor"].update(canaryTrafficPercent="10"),
         "spec.predictor.canaryTrafficPercent: '10' is not of type int",
+    ),
+    "transformer-field": (
+        lambda s: s["transformer"].update(minReplica=2),
+        "spec.transformer.minReplica: dropped by the model",
+    ),
+    "transformer-container-field": (
+        lambda s: s["transformer"]["containers"][0].update(agrs=[]),
+        "spec.transformer.containers[0].agrs: dropped by the model",
+    ),
+    "transformer-wrong-type": (
+        lambda s: s["transformer"].update(scaleTarget="8"),
+        "spec.transformer.scaleTarget: '8' is not of type int",
+    ),
+    "transformer-without-container": (
+        lambda s: s["transformer"].pop("containers"),
+        "spec.transformer.containers: a transformer needs its container",
     ),
 }
 
@@ -120,7 +142,7 @@ def test_the_validator_rejects_a_broken_manifest_naming_the_file_and_field(tmp_p
     files = {}
     for name, (change, _) in BROKEN.items():
         manifest = yaml.safe_load((MANIFESTS / FILES["custom"]).read_text())
-        change(manifest["spec"]["predictor"])
+        change(manifest["spec"])
         files[name] = tmp_path / f"{name}.yaml"
         files[name].write_text(yaml.safe_dump(manifest))
     result = _validate(*files.values())
@@ -198,9 +220,148 @@ def test_every_flag_the_manifest_passes_is_one_the_server_takes(kubeflow):
     assert passed <= declared, passed - declared
 
 
-# --- the request log the monitor reads ---------------------------------------------------------
+# --- the transformer in front of the custom predictor --------------------------------------------
 
-POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}
+# What KServe's controller appends to a custom transformer's args unless they are given (kserve
+# 0.15, pkg/apis/serving/v1beta1/transformer_custom.go: --model_name <isvc>, --predictor_host
+# <isvc>-predictor.<namespace>, --http_port 8080, --workers with containerConcurrency); it
+# matches by prefix, so none of them may start an arg of ours.
+KSERVE_INJECTS = ("--model_name", "--predictor_host", "--http_port", "--workers")
+
+
+def _transformer(config: PipelineConfig, *versions: int) -> dict[str, Any]:
+    return inference_service(config, "custom", *versions)["spec"]["transformer"]
+
+
+def test_the_transformer_runs_the_recommend_flags_against_the_v2_predictor(kubeflow):
+    spec = _transformer(kubeflow)
+    (container,) = spec["containers"]
+    assert container["name"] == CONTAINER_NAME
+    assert container["image"] == kubeflow.serving.image  # the predictor's image
+    assert container["command"] == ["python", "-m", "serving.transformer"]
+    args = container["args"]
+    assert args[0] == PREDICTOR_PROTOCOL_ARG == "--predictor_protocol=v2"
+    assert args[1:-1] == transformer_flags(kubeflow.recommend.model_dump())
+    assert "--max-k=50" in args and "--timeout-s=2" in args
+    assert not [a for a in args if a.startswith(KSERVE_INJECTS)]  # KServe's to pass
+    # it loads no model and announces no protocol: no storage initializer, no ports (KServe's 8080)
+    assert set(_env(container)) == {POD_NAME_ENV} and "ports" not in container
+    assert container["resources"] == {
+        "requests": {"cpu": "0.5", "memory": "1G"},
+        "limits": {"cpu": "1", "memory": "1G"},
+    }
+    # its own replicas, scaled on its own with the serving section's values
+    predictor = inference_service(kubeflow, "custom")["spec"]["predictor"]
+    scaling = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")
+    assert {k: spec[k] for k in scaling} == {k: predictor[k] for k in scaling}
+    assert "serviceAccountName" not in spec  # it reads no storage
+    assert "transformer" not in inference_service(kubeflow, "tensorflow")["spec"]
+    resized = load_config("kubeflow", ["serving.transformer_cpu=2", "serving.max_replicas=9"])
+    spec = _transformer(resized)
+    assert spec["containers"][0]["resources"]["limits"]["cpu"] == "4" and spec["maxReplicas"] == 9
+
+
+def _declared_flags(path: Path) -> set[str]:
+    return set(re.findall(r'add_argument\(\s*"(--[a-z_-]+)"', path.read_text()))
+
+
+def test_every_flag_the_transformer_gets_is_one_it_or_kserve_s_model_server_takes(kubeflow):
+    if not SERVING_PYTHON.exists():
+        pytest.fail(f"{SERVING_PYTHON} is missing: run `make serving-env`")
+    (model_server,) = (REPO_ROOT / ".venv-serving" / "lib").glob(
+        "python*/site-packages/kserve/model_server.py"
+    )
+    kserve = _declared_flags(model_server)  # kserve parses sys.argv at import
+    assert {*KSERVE_INJECTS, "--predictor_protocol"} <= kserve
+    ours = _declared_flags(REPO_ROOT / "serving" / "transformer.py")
+    passed = {arg.split("=", 1)[0] for arg in _transformer(kubeflow)["containers"][0]["args"]}
+    assert passed <= kserve | ours, passed - kserve - ours
+    assert "--served-log" in passed
+
+
+def test_the_canary_is_the_predictor_s_and_the_transformer_is_the_same_in_every_push(kubeflow):
+    service = inference_service(kubeflow, "custom", 1700000200, 1700000100)
+    assert service["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert "canaryTrafficPercent" not in service["spec"]["transformer"]
+    # unchanged between pushes: applying a new version's manifest starts no transformer revision
+    assert (
+        service["spec"]["transformer"]
+        == _transformer(kubeflow)
+        == _transformer(kubeflow, 1700000300)
+    )
+
+
+def test_the_feature_server_is_the_stream_manifests_service(kubeflow):
+    stream = REPO_ROOT / "manifests" / "stream"
+    (service,) = [
+        d
+        for d in yaml.safe_load_all((stream / "feature-server.yaml").read_text())
+        if d and d["kind"] == "Service"
+    ]
+    namespace = yaml.safe_load((stream / "kustomization.yaml").read_text())["namespace"]
+    (port,) = service["spec"]["ports"]
+    url = f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{port['port']}"
+    assert f"--feature-server-url={url}" in _transformer(kubeflow)["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6566", "http://localhost:6566", "http://[::1]:6566", "http://0.0.0.0"]
+)
+def test_a_feature_server_a_pod_cannot_reach_is_refused_naming_the_field(url):
+    config = load_config("kubeflow", [f"recommend.feature_server_url={url}"])
+    with pytest.raises(ConfigError, match="recommend.feature_server_url"):
+        inference_service(config, "custom")
+    with pytest.raises(ConfigError, match="recommend.feature_server_url"):  # when compiled
+        pusher_custom_config(config)
+
+
+def _served_log_args(container: dict) -> list[str]:
+    return [a for a in container["args"] if a.startswith("--served-log")]
+
+
+def test_each_transformer_pod_logs_its_served_lists_to_its_own_file_on_the_pvc(kubeflow):
+    spec = _transformer(kubeflow)
+    (container,) = spec["containers"]
+    log_dir = kubeflow.served_log_dir
+    assert served_log_dir(kubeflow) == log_dir == "/mnt/shop/outputs/served_lists"
+    # named as the predictor's request log, in a folder of its own (served_log_path, locally)
+    assert _served_log_args(container) == [
+        f"--served-log={log_dir}/shop-ranking-$({POD_NAME_ENV}).jsonl"
+    ]
+    assert kubeflow.served_log_path == f"{log_dir}/shop-ranking.jsonl"
+    assert _env(container)[POD_NAME_ENV] == POD_NAME
+    assert container["volumeMounts"] == [{"name": "store", "mountPath": "/mnt/shop"}]
+    assert spec["volumes"] == [
+        {"name": "store", "persistentVolumeClaim": {"claimName": kubeflow.kubeflow.pvc_name}}
+    ]
+    # the two logs are switched on their own
+    quiet = load_config("kubeflow", ["serving.log_requests=false"])
+    assert _served_log_args(_transformer(quiet)["containers"][0])
+    assert not _request_log_args(
+        inference_service(quiet, "custom")["spec"]["predictor"]["containers"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["recommend.log_served=false"],
+        ["kubeflow.pvc_name=null", "serving.storage_uri=gs://models/shop"],
+        ["output_root=gs://bucket/shop", "kubeflow.pvc_name=null"],
+        ["monitoring.root=/data/outputs", "serving.storage_uri=pvc://shop-ranking-store/models"],
+    ],
+    ids=["log-served-off", "no-pvc", "object-store", "outside-the-mount"],
+)
+def test_no_served_log_without_log_served_or_the_pvc(overrides):
+    config = load_config("kubeflow", overrides)
+    assert served_log_dir(config) is None
+    spec = _transformer(config)
+    (container,) = spec["containers"]
+    assert not _served_log_args(container)
+    assert "env" not in container and "volumeMounts" not in container and "volumes" not in spec
+
+
+# --- the request log the monitor reads ---------------------------------------------------------
 
 
 def _request_log_args(container: dict) -> list[str]:
