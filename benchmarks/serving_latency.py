@@ -13,6 +13,12 @@ each mode's throughput relative to "off", and the in-process SavedModel call (sa
 instance per call) as the floor no server can beat. The load generator shares the machine's cores
 with the servers, so the absolute figures are pessimistic; the ratios are what to compare.
 
+Wide requests (--wide-rows, 100 by default): the same rows as 100-instance requests in each
+format the server takes (V1 rows, V1 columns, V2 with JSON tensor data, V2 with binary tensor data
+in both directions), on one greedy server with the request log on, formats interleaved in rounds;
+next to the in-process call of the signature on the same 100-row columns (tensors built from
+lists, as a client of the SavedModel would), so the ratio says what the server adds to the model.
+
 The batching modes run without an admission limit, so they show what an unbounded queue does.
 Then, at each --overload level, the greedy server without a limit and the one with config's
 serving.max_concurrency take the same load side by side: p50/p99 of the admitted (200) requests,
@@ -67,6 +73,38 @@ def in_process_floor(model_dir: str, contract, rows: list[dict], calls: int) -> 
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "calls_per_s": len(latencies) / sum(latencies),
+    }
+
+
+def in_process_wide(model_dir: str, contract, batches: list[list[dict]], calls: int) -> dict:
+    """Calls of the serving signature with `len(batch)` instances each, in this process (the
+    floor of a wide request): p50/p99 in ms, calls/s and rows/s."""
+    import tensorflow as tf
+
+    from serving.loadgen import percentile
+
+    fn = tf.saved_model.load(model_dir).signatures[contract.signature]
+    dtypes = {"string": tf.string, "int": tf.int64, "float": tf.float32}
+    columns = [{n: [r[n] for r in batch] for n in contract.features} for batch in batches]
+
+    def call(cols):
+        return fn(**{n: tf.constant(cols[n], dtype=dtypes[s["type"]])
+                     for n, s in contract.features.items()})  # fmt: skip
+
+    for cols in columns[:20]:
+        call(cols)
+    latencies = []
+    for i in range(calls):
+        start = time.perf_counter()
+        call(columns[i % len(columns)])
+        latencies.append(time.perf_counter() - start)
+    rows = len(batches[0])
+    return {
+        "rows": rows,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "calls_per_s": len(latencies) / sum(latencies),
+        "rows_per_s": rows * len(latencies) / sum(latencies),
     }
 
 
@@ -145,6 +183,107 @@ def measure_servers(
     return figures
 
 
+WIDE_FORMATS = ("v1 rows", "v1 columns", "v2 json", "v2 binary")
+
+
+def wide_bodies(batches: list[list[dict]], contract) -> dict[str, tuple[str, list]]:
+    """format -> (protocol, one body per batch): the same instances in each request format."""
+    from serving.loadgen import v2_binary_body, v2_body
+
+    return {
+        "v1 rows": ("v1", [{"instances": b} for b in batches]),
+        "v1 columns": ("v1", [{"inputs": {n: [r[n] for r in b] for n in b[0]}} for b in batches]),
+        "v2 json": ("v2", [v2_body(b, contract) for b in batches]),
+        "v2 binary": ("v2", [v2_binary_body(b, contract) for b in batches]),
+    }
+
+
+def measure_wide(
+    config, model_dir: str, bodies: dict[str, tuple[str, list]], rows: int, levels: list[int],
+    requests: int, rounds: int,
+) -> dict[str, dict[int, dict[str, float]]]:  # fmt: skip
+    """One greedy server (request log on, no admission limit); at each level the load goes to
+    one format after the other, `rounds` times. Figures pool each format's rounds."""
+    from serving.loadgen import percentile, run_load
+    from serving.process import running_server
+    from settings import load_config
+
+    per_round = max(1, requests // rounds)
+    figures: dict[str, dict[int, dict[str, float]]] = {f: {} for f in bodies}
+    settings = load_config("local", [f"output_root={config.output_root}", *GREEDY, UNBOUNDED])
+    name = settings.serving.model_name
+    paths = {"v1": f"/v1/models/{name}:predict", "v2": f"/v2/models/{name}/infer"}
+    with tempfile.TemporaryDirectory() as work:
+        with running_server(settings, model_dir, Path(work) / "wide.log",
+                            request_log=str(Path(work) / "wide.jsonl")) as url:  # fmt: skip
+            for level in levels:
+                pooled: dict[str, list] = {f: [] for f in bodies}
+                for protocol, sent in bodies.values():  # warm-up
+                    asyncio.run(run_load(url + paths[protocol], sent, min(50, per_round), level))
+                for _ in range(rounds):
+                    for fmt, (protocol, sent) in bodies.items():
+                        result = asyncio.run(
+                            run_load(url + paths[protocol], sent, per_round, level)
+                        )
+                        failed = sum(1 for s in result.statuses if s != 200)
+                        if failed:
+                            raise RuntimeError(
+                                f"{fmt}: {failed} failed requests {result.errors[:3]}"
+                            )
+                        pooled[fmt].append(result)
+                for fmt, results in pooled.items():
+                    wall = sum(r.wall_s for r in results)
+                    ok = [t for r in results for t in r.latencies_s]
+                    figures[fmt][level] = f = {
+                        "p50_ms": percentile(ok, 50) * 1000,
+                        "p99_ms": percentile(ok, 99) * 1000,
+                        "requests_per_s": len(ok) / wall,
+                        "rows_per_s": rows * len(ok) / wall,
+                    }
+                    _say(f"{rows}-row {fmt:<10} concurrency {level:>3}: p50 {f['p50_ms']:.1f} ms, "
+                         f"p99 {f['p99_ms']:.1f} ms, {f['rows_per_s']:.0f} rows/s")  # fmt: skip
+    return figures
+
+
+def print_batching(figures: dict, floor: dict, levels: list[int]) -> dict[str, dict[int, float]]:
+    """The one-instance table; returns each mode's requests/s relative to "off"."""
+    print(f"\nin-process model call (1 instance): p50 {floor['p50_ms']:.2f} ms, "
+          f"p99 {floor['p99_ms']:.2f} ms ({floor['calls_per_s']:.0f} calls/s)")  # fmt: skip
+    print(f"{'':>11} | " + " | ".join(f"{m:^27}" for m in MODES) + " | req/s vs off")
+    print(f"{'concurrency':>11} | " + " | ".join(
+        f"{'p50':>8} {'p99':>8} {'req/s':>9}" for _ in MODES) + " | "
+        + " ".join(f"{m:>8}" for m in MODES if m != "off"))  # fmt: skip
+    ratios: dict[str, dict[int, float]] = {m: {} for m in MODES if m != "off"}
+    for level in levels:
+        cells = []
+        for mode in MODES:
+            f = figures[mode][level]
+            cells.append(f"{f['p50_ms']:>6.1f}ms {f['p99_ms']:>6.1f}ms {f['requests_per_s']:>9.0f}")
+        for mode in ratios:
+            ratios[mode][level] = (
+                figures[mode][level]["requests_per_s"] / figures["off"][level]["requests_per_s"]
+            )
+        print(f"{level:>11} | " + " | ".join(cells) + " | "
+              + " ".join(f"{ratios[m][level]:>8.2f}" for m in ratios))  # fmt: skip
+    return ratios
+
+
+def print_wide(wide: dict, floor: dict, levels: list[int]) -> None:
+    rows = floor["rows"]
+    print(f"\n{rows}-instance requests, greedy server with the request log (p50 / p99, rows/s; "
+          f"x floor = p50 / in-process p50, floor rows/s / rows/s)")  # fmt: skip
+    print(f"in-process model call ({rows} instances): p50 {floor['p50_ms']:.2f} ms, "
+          f"p99 {floor['p99_ms']:.2f} ms ({floor['rows_per_s']:.0f} rows/s)")  # fmt: skip
+    print(f"{'format':>11} | {'concurrency':>11} | {'p50':>8} {'p99':>8} {'rows/s':>8} | "
+          f"{'p50 x floor':>11} {'rows/s x':>8}")  # fmt: skip
+    for fmt, by_level in wide.items():
+        for level in levels:
+            f = by_level[level]
+            print(f"{fmt:>11} | {level:>11} | {f['p50_ms']:>6.2f}ms {f['p99_ms']:>6.2f}ms "
+                  f"{f['rows_per_s']:>8.0f} | {f['p50_ms'] / floor['p50_ms']:>11.2f} "
+                  f"{floor['rows_per_s'] / f['rows_per_s']:>8.2f}")  # fmt: skip
+
+
 def plot(
     figures: dict,
     floor: dict[str, float],
@@ -203,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="Pusher's base dir (default: the config's serving_dir)")
     parser.add_argument("--span-dir", help="rows to send (default: the newest span of data.root)")
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[1, 4, 16, 64],
+        help="levels of the one-instance batching comparison; none = skip it",
+    )  # fmt: skip
     parser.add_argument(
         "--overload",
         type=int,
@@ -213,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level")
     parser.add_argument("--floor-calls", type=int, default=2000)
+    parser.add_argument(
+        "--wide-rows", type=int, default=100, help="instances per wide request; 0 = skip"
+    )
+    parser.add_argument("--wide-requests", type=int, default=1000, help="per format and level")
+    parser.add_argument("--wide-concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--wide-floor-calls", type=int, default=500)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument(
         "--plot",
@@ -241,30 +389,36 @@ def main(argv: list[str] | None = None) -> int:
     rows = span_instances(span_dir, contract, 1000)
     _say(f"model {model_dir}, {len(rows)} distinct rows from {span_dir}, {os.cpu_count()} cores")
 
-    floor = in_process_floor(model_dir, contract, rows, args.floor_calls)
-    _say(f"in-process floor: p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms")
-    figures = measure_servers(
-        config, model_base, rows, args.concurrency, args.requests, args.rounds
-    )
-
-    print(f"\nin-process model call (1 instance): p50 {floor['p50_ms']:.2f} ms, "
-          f"p99 {floor['p99_ms']:.2f} ms ({floor['calls_per_s']:.0f} calls/s)")  # fmt: skip
-    print(f"{'':>11} | " + " | ".join(f"{m:^27}" for m in MODES) + " | req/s vs off")
-    print(f"{'concurrency':>11} | " + " | ".join(
-        f"{'p50':>8} {'p99':>8} {'req/s':>9}" for _ in MODES) + " | "
-        + " ".join(f"{m:>8}" for m in MODES if m != "off"))  # fmt: skip
-    ratios: dict[str, dict[int, float]] = {m: {} for m in MODES if m != "off"}
-    for level in args.concurrency:
-        cells = []
-        for mode in MODES:
-            f = figures[mode][level]
-            cells.append(f"{f['p50_ms']:>6.1f}ms {f['p99_ms']:>6.1f}ms {f['requests_per_s']:>9.0f}")
-        for mode in ratios:
-            ratios[mode][level] = (
-                figures[mode][level]["requests_per_s"] / figures["off"][level]["requests_per_s"]
-            )
-        print(f"{level:>11} | " + " | ".join(cells) + " | "
-              + " ".join(f"{ratios[m][level]:>8.2f}" for m in ratios))  # fmt: skip
+    floor: dict[str, float] = {}
+    figures: dict[str, dict[int, dict[str, float]]] = {}
+    ratios: dict[str, dict[int, float]] = {}
+    if args.concurrency:
+        floor = in_process_floor(model_dir, contract, rows, args.floor_calls)
+        _say(f"in-process floor: p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms")
+        figures = measure_servers(
+            config, model_base, rows, args.concurrency, args.requests, args.rounds
+        )
+        ratios = print_batching(figures, floor, args.concurrency)
+    wide: dict = {}
+    if args.wide_rows:
+        n = args.wide_rows
+        batches = [rows[i : i + n] for i in range(0, len(rows) - n + 1, n)] or [rows]
+        wide_floor = in_process_wide(model_dir, contract, batches, args.wide_floor_calls)
+        _say(f"in-process {n}-row floor: p50 {wide_floor['p50_ms']:.2f} ms")
+        wide_figures = measure_wide(
+            config, model_base, wide_bodies(batches, contract), wide_floor["rows"],
+            args.wide_concurrency, args.wide_requests, args.rounds,
+        )  # fmt: skip
+        print_wide(wide_figures, wide_floor, args.wide_concurrency)
+        wide = {
+            "rows": wide_floor["rows"],
+            "in_process_floor": wide_floor,
+            "figures": wide_figures,
+            "p50_vs_floor": {
+                fmt: {level: f["p50_ms"] / wide_floor["p50_ms"] for level, f in by_level.items()}
+                for fmt, by_level in wide_figures.items()
+            },
+        }
     admission = {}
     if args.overload:
         limit = config.serving.max_concurrency
@@ -284,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{f['shed_share']:>4.0%} {f['shed_p99_ms']:>5.0f} ms")  # fmt: skip
             ratio = admission["limited"][level]["p99_ms"] / admission["unbounded"][level]["p99_ms"]
             print(f"{level:>11} | " + " | ".join(cells) + f" | {ratio:>9.2f}")
-    if args.plot:
+    if args.plot and args.concurrency:
         plot(figures, floor, args.concurrency, args.plot, admission, args.overload)
         _say(f"plot: {args.plot}")
     if args.json:
@@ -300,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                     "throughput_vs_off": ratios,
                     "max_concurrency": config.serving.max_concurrency,
                     "admission": admission,
+                    "wide": wide,
                 },
                 indent=2,
             )

@@ -14,7 +14,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Columns = dict[str, list]
+import numpy as np
+
+Columns = dict[str, np.ndarray]  # one array per feature (serving/contract.py)
 
 
 @dataclass
@@ -25,13 +27,15 @@ class _Pending:
 
 
 def merge(parts: list[Columns]) -> Columns:
-    return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 class MicroBatcher:
     def __init__(
         self,
-        score: Callable[[Columns], list[float]],
+        score: Callable[[Columns], np.ndarray],
         max_size: int,
         timeout_s: float,
         on_batch: Callable[[int], None] = lambda n: None,
@@ -43,7 +47,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
 
-    async def submit(self, columns: Columns, size: int) -> list[float]:
+    async def submit(self, columns: Columns, size: int) -> np.ndarray:
         loop = asyncio.get_running_loop()
         if self._max_size <= 1:  # batching off: one model call per request, concurrently
             self._on_batch(size)

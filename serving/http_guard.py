@@ -22,6 +22,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from serving import metrics
 
 Scope = dict[str, Any]
@@ -124,13 +126,25 @@ def _refuse_constant(name: str) -> None:
 def _not_a_v2_object(body: bytes) -> str | None:
     """Why a JSON V2 body is refused before kserve sees it: kserve answers a body that is not a
     JSON object (a bare `Infinity`, say), or an invalid one holding NaN or Infinity anywhere,
-    with a 500 from its own error handler (it cannot write the value back as JSON)."""
+    with a 500 from its own error handler (it cannot write the value back as JSON). orjson reads
+    strict JSON only (no NaN or Infinity), so what it reads is JSON json reads alike; the rest
+    goes through json, whose errors name the problem."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        return _not_an_object(parsed)
     try:
         parsed = json.loads(body, parse_constant=_refuse_constant)
     except _NonFinite as err:
         return f"the body holds {err}: not a JSON number (send finite values)"
     except (ValueError, UnicodeDecodeError) as err:
         return f"the body is not JSON: {err}"
+    return _not_an_object(parsed)
+
+
+def _not_an_object(parsed: Any) -> str | None:
     if not isinstance(parsed, dict):
         return f'a V2 request is a JSON object ({{"inputs": [...]}}), not {type(parsed).__name__}'
     return None

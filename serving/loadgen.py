@@ -13,10 +13,13 @@ import csv
 import glob
 import json
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from serving.contract import V2_DATATYPE_OUT, Contract
 
@@ -52,6 +55,38 @@ def v2_body(instances: list[dict[str, Any]], contract: Contract) -> dict[str, An
             for name, spec in sorted(contract.features.items())
         ]
     }
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A body sent as it is, with its own headers (V2 with binary tensor data)."""
+
+    data: bytes
+    headers: dict[str, str]
+
+
+def v2_binary_body(instances: list[dict[str, Any]], contract: Contract) -> RawBody:
+    """The same instances as a V2 request with binary tensor data in both directions, as
+    tritonclient sends it in binary mode: the JSON header, then each tensor's bytes (BYTES: a
+    4-byte little-endian length before each value), the header's length in a request header."""
+    tensors, parts = [], []
+    numeric = {"int": "<i8", "float": "<f4"}
+    for name, spec in sorted(contract.features.items()):
+        values = [row[name] for row in instances]
+        if spec["type"] == "string":
+            encoded = [v.encode() for v in values]
+            data = b"".join(struct.pack("<I", len(v)) + v for v in encoded)
+        else:
+            data = np.asarray(values, dtype=numeric[spec["type"]]).tobytes()
+        tensors.append({"name": name, "datatype": V2_DATATYPE_OUT[spec["type"]],
+                        "shape": [len(instances)], "parameters": {"binary_data_size": len(data)}})  # fmt: skip
+        parts.append(data)
+    head = json.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}}).encode()
+    return RawBody(
+        head + b"".join(parts),
+        {"content-type": "application/octet-stream",
+         "inference-header-content-length": str(len(head))},
+    )  # fmt: skip
 
 
 @dataclass
@@ -125,17 +160,21 @@ class _Connection:
         self.reader = self.writer = None
 
 
-def _prepared(url: str, body: dict[str, Any]) -> bytes:
+def _prepared(url: str, body: dict[str, Any] | RawBody) -> bytes:
     parts = urlsplit(url)
-    data = json.dumps(body).encode()
-    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")  # fmt: skip
+    if isinstance(body, RawBody):
+        data, headers = body.data, body.headers
+    else:
+        data, headers = json.dumps(body).encode(), {"content-type": "application/json"}
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}"
+            f"Content-Length: {len(data)}\r\n\r\n")  # fmt: skip
     return head.encode() + data
 
 
 async def run_load(
     url: str,
-    bodies: list[dict[str, Any]],
+    bodies: list[dict[str, Any] | RawBody],
     total: int,
     concurrency: int,
     timeout_s: float = 30.0,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from serving.contract import Contract
+from serving.contract import ARRAY_DTYPES, Contract
 from serving.versions import join
 
 _DTYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
@@ -30,13 +30,16 @@ class LoadedVersion:
     _fn: object = field(repr=False)
     _model: object = field(repr=False)
 
-    def score(self, columns: dict[str, list]) -> list[float]:
+    def score(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """P(purchase) per instance (float64) for validated columns: one numpy array per feature
+        (serving/contract.py), each one tensor of the signature's dtype (floats cast to float32,
+        strings as str or UTF-8 bytes)."""
         tensors = {
             name: tf.constant(values, dtype=_DTYPES[self.contract.features[name]["type"]])
             for name, values in columns.items()
         }
         out = self._fn(**tensors)[self.contract.output]
-        return np.asarray(out, dtype=np.float64).reshape(-1).tolist()
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
 def load_version(model_dir: str, version: str, **contract_settings) -> LoadedVersion:
@@ -51,13 +54,14 @@ def load_version(model_dir: str, version: str, **contract_settings) -> LoadedVer
     return loaded
 
 
-def warmup_row(contract: Contract) -> dict[str, list]:
+def warmup_row(contract: Contract) -> dict[str, np.ndarray]:
     """One instance inside every domain."""
-    row: dict[str, list] = {}
+    row: dict[str, np.ndarray] = {}
     for name, spec in contract.features.items():
         if spec["type"] == "string":
-            row[name] = [spec["values"][0] if spec.get("values") else "warmup"]
+            value = spec["values"][0] if spec.get("values") else "warmup"
         else:
             low = spec.get("min", 1)
-            row[name] = [int(low) if spec["type"] == "int" else float(low)]
+            value = int(low) if spec["type"] == "int" else float(low)
+        row[name] = np.array([value], dtype=ARRAY_DTYPES[spec["type"]])
     return row

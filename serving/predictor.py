@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from serving import metrics
+from serving import binary_tensors, metrics
 from serving.ab import CANDIDATE, CONTROL, variant
 from serving.batcher import MicroBatcher
 from serving.contract import V2_DATATYPES, RequestError
@@ -75,7 +75,7 @@ class _Scoring:
     """What preprocess hands to predict."""
 
     protocol: str
-    columns: dict[str, list]
+    columns: dict[str, np.ndarray]  # one array per feature (serving/contract.py)
     ids: list | None
     request_id: str
     started: float
@@ -219,18 +219,19 @@ class RankingModel(Model):
     def validate(self, payload: Any) -> Any:
         return payload  # preprocess already did, against the contract
 
-    def _route(self, columns: dict[str, list]) -> list[tuple[str, list[int]]]:
-        """(variant, instance indexes) groups: everything to control without A/B."""
+    def _route(self, columns: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray | None]]:
+        """(variant, instance indexes) groups; None for every instance (control, without A/B)."""
         live = self.live
         if CANDIDATE not in live:
-            return [(CONTROL, list(range(len(next(iter(columns.values()))))))]
+            return [(CONTROL, None)]
         keys = columns.get(self.settings.ab_key)
         if keys is None:
             raise BadRequest(f"A/B split needs the field {self.settings.ab_key!r}")
         groups: dict[str, list[int]] = {CONTROL: [], CANDIDATE: []}
-        for i, key in enumerate(keys):
+        for i, key in enumerate(keys):  # V2 binary strings are UTF-8 bytes: bucket their text
+            key = key.decode() if isinstance(key, bytes) else key
             groups[variant(key, self.settings.ab_candidate_percent)].append(i)
-        return [(name, idx) for name, idx in groups.items() if idx]
+        return [(name, np.array(idx)) for name, idx in groups.items() if idx]
 
     async def predict(
         self,
@@ -240,16 +241,19 @@ class RankingModel(Model):
     ) -> dict | InferResponse:
         live = self.live  # this request finishes on these versions, whatever loads meanwhile
         n = len(next(iter(payload.columns.values())))
-        scores: list[float] = [0.0] * n
+        scores = np.zeros(n)
         versions, variants = [], []
         try:
             for name, idx in self._route(payload.columns):
-                part = {k: [v[i] for i in idx] for k, v in payload.columns.items()}
+                if idx is None:  # the whole request: no copy
+                    idx, part, ids = np.arange(n), payload.columns, payload.ids
+                else:
+                    part = {k: v[idx] for k, v in payload.columns.items()}
+                    ids = [payload.ids[i] for i in idx] if payload.ids else None
                 got = await live[name].batcher.submit(part, len(idx))
                 version = live[name].version.version
                 _check_finite(got, idx, version, payload.request_id)
-                for i, s in zip(idx, got, strict=True):
-                    scores[i] = s
+                scores[idx] = got
                 versions.append(version)
                 variants.append(name)
                 metrics.INSTANCES.labels(self.name, version, name).inc(len(idx))
@@ -260,7 +264,7 @@ class RankingModel(Model):
                     variant=name if CANDIDATE in live else None,
                     protocol=payload.protocol,
                     columns=part,
-                    ids=[payload.ids[i] for i in idx] if payload.ids else None,
+                    ids=ids,
                     scores=got,
                 )
         except InvalidInput:
@@ -281,6 +285,7 @@ class RankingModel(Model):
             if CANDIDATE in live:
                 response_headers[VARIANT_HEADER] = ",".join(variants)
         output = self._contract().output
+        scores = scores.tolist()
         if payload.protocol == "v2":
             return InferResponse(
                 response_id=payload.request_id,
@@ -294,8 +299,8 @@ class RankingModel(Model):
         return {"outputs" if payload.columnar else "predictions": scores}
 
 
-def _check_finite(scores: list[float], idx: list[int], version: str, request_id: str) -> None:
-    bad = [i for i, s in zip(idx, scores, strict=True) if not math.isfinite(s)]
+def _check_finite(scores: np.ndarray, idx: np.ndarray, version: str, request_id: str) -> None:
+    bad = idx[~np.isfinite(scores)].tolist()
     if bad:
         shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
         raise NonFiniteScores(
@@ -325,12 +330,20 @@ def _flatten(data: Any) -> list:
         raise RequestError("tensor data must be a list")
     if data and isinstance(data[0], list):
         return [v for row in data for v in (row if isinstance(row, list) else [row])]
-    return list(data)
+    return data
 
 
-def _v2_columns(request: InferRequest, contract) -> dict[str, list]:
-    """V2 tensors as plain lists, after checking datatype and shape against the contract."""
-    columns: dict[str, list] = {}
+def _object_array(values: list) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _v2_columns(request: InferRequest, contract) -> dict[str, list | np.ndarray]:
+    """V2 tensors as columns, after checking datatype and shape against the contract: JSON data
+    as the list sent (the contract does the typing, nothing is cast silently), binary data as
+    the numpy array its bytes are (BYTES: an object array of bytes; serving/binary_tensors.py)."""
+    columns: dict[str, list | np.ndarray] = {}
     for tensor in request.inputs:
         name = tensor.name
         spec = contract.features.get(name)
@@ -346,12 +359,14 @@ def _v2_columns(request: InferRequest, contract) -> dict[str, list]:
             raise RequestError(f"field {name!r}: shape {tensor.shape}, expected [n] or [n, 1]")
         try:
             if getattr(tensor, "_raw_data", None) is not None:  # binary tensor data
-                values = tensor.as_numpy().reshape(-1).tolist()
-            else:  # JSON data as sent: the contract does the typing, nothing is cast silently
+                values = binary_tensors.values(tensor)
+            else:
                 values = _flatten(tensor.data)
-        except Exception as err:  # data and shape disagree, or undecodable bytes
+                if bytes in set(map(type, values)):  # gRPC BYTES contents: as binary data is
+                    values = _object_array(values)
+        except Exception as err:  # data and shape disagree, or a malformed BYTES tensor
             raise RequestError(f"field {name!r}: {err}") from None
         if len(values) != shape[0]:
             raise RequestError(f"field {name!r}: {len(values)} values for shape {tensor.shape}")
-        columns[name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+        columns[name] = values
     return columns

@@ -2,7 +2,7 @@
 
 Each line has the time, the request id, the model name and version, the A/B variant, the
 protocol, the instance's id (impression_id when the client sends it), its validated raw features
-and the score. Lines are appended and flushed per request, so a reader (the drift monitor) can
+(plain JSON values: the numpy columns are converted only here, when the log is on) and the score. Lines are appended and flushed per request, so a reader (the drift monitor) can
 tail the file while the server runs.
 """
 
@@ -14,6 +14,11 @@ import sys
 import threading
 import time
 from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from serving.contract import plain_column
 
 
 class RequestLog:
@@ -37,16 +42,18 @@ class RequestLog:
         version: str,
         variant: str | None,
         protocol: str,
-        columns: dict[str, list],
+        columns: dict[str, np.ndarray | list],
         ids: list | None,
-        scores: list[float],
+        scores: np.ndarray | list[float],
     ) -> None:
         if self._stream is None:
             return
         now = time.time()
         names = list(columns)
+        rows = zip(*(plain_column(columns[name]) for name in names), strict=True)
+        scores = scores.tolist() if isinstance(scores, np.ndarray) else scores
         lines = []
-        for i, score in enumerate(scores):
+        for i, (score, values) in enumerate(zip(scores, rows, strict=True)):
             record: dict[str, Any] = {
                 "ts": now,
                 "request_id": request_id,
@@ -55,12 +62,13 @@ class RequestLog:
                 "variant": variant,
                 "protocol": protocol,
                 "id": ids[i] if ids else None,
-                "features": {name: columns[name][i] for name in names},
+                "features": dict(zip(names, values, strict=True)),
                 "score": score,
             }
-            lines.append(json.dumps(record, separators=(",", ":")))
+            lines.append(orjson.dumps(record))
+        text = (b"\n".join(lines) + b"\n").decode()
         with self._lock:
-            self._stream.write("\n".join(lines) + "\n")
+            self._stream.write(text)
             self._stream.flush()
 
 

@@ -6,7 +6,8 @@ Serves, on one HTTP port (kserve 0.15 ModelServer):
                         POST /v2/models/<name>/infer
   Prometheus            GET /metrics
 In front of them serving/http_guard.py answers 405 to a GET on a prediction path, reads a V2 body
-without the binary header as JSON, and sheds predictions past --max-concurrency with a 503.
+without the binary header as JSON, and sheds predictions past --max-concurrency with a 503; V2
+binary tensor data stays bytes until the predictor reads it with numpy (serving/binary_tensors.py).
 It loads the newest numbered version under --model-dir (or --model-version), loads newer pushes in
 the background, and with --ab-candidate-percent splits users between the two newest versions.
 The flags mirror config's `serving` section; `shop-pipeline serve` passes them from config.
@@ -49,6 +50,7 @@ from fastapi.responses import ORJSONResponse  # noqa: E402
 from kserve import ModelServer  # noqa: E402
 from kserve import model_server as kserve_model_server  # noqa: E402
 
+from serving import binary_tensors  # noqa: E402
 from serving.http_guard import HttpGuard  # noqa: E402
 from serving.predictor import (  # noqa: E402
     BadRequest,
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     log.setLevel(logging.INFO)
     model = RankingModel(settings)
     model.load()  # fails here, before the port opens, when there is no model to serve
+    binary_tensors.install()  # V2 binary tensor data reaches the predictor as bytes, not lists
     kserve_model_server.app.add_exception_handler(BadRequest, _rejected)
     kserve_model_server.app.add_middleware(
         HttpGuard,

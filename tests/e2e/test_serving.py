@@ -240,7 +240,8 @@ def test_latency_benchmark_smoke(served, workspace, tmp_path):
         [sys.executable, "-m", "benchmarks.serving_latency", "--config", "local",
          "--model-dir", str(served.models), "--span-dir", str(workspace / "data" / "span-2"),
          "--requests", "30", "--rounds", "2", "--concurrency", "1", "4", "--overload", "24",
-         "--floor-calls", "30", "--json", str(out),
+         "--floor-calls", "30", "--wide-rows", "8", "--wide-requests", "20",
+         "--wide-concurrency", "2", "--wide-floor-calls", "20", "--json", str(out),
          "--plot", str(tmp_path / "latency.png")],
         check=True,
         cwd=REPO_ROOT,
@@ -254,3 +255,7 @@ def test_latency_benchmark_smoke(served, workspace, tmp_path):
     assert 0 <= result["admission"]["limited"]["24"]["shed_share"] < 1
     assert result["admission"]["unbounded"]["24"]["shed_share"] == 0
     assert (tmp_path / "latency.png").stat().st_size > 10_000
+    wide = result["wide"]  # 8-instance requests in each format, next to the in-process call
+    assert wide["rows"] == 8 and wide["in_process_floor"]["rows_per_s"] > 0
+    assert set(wide["figures"]) == {"v1 rows", "v1 columns", "v2 json", "v2 binary"}
+    assert all(f["2"]["rows_per_s"] > 0 for f in wide["figures"].values())
