@@ -36,7 +36,7 @@ KFP_LATEST_VENV := .cache/kfp-latest
 
 .PHONY: help env serving-env serving-lock features-env features-lock services-install lock run tune data test test-unit test-e2e test-notebooks docs lab lint format schema clean \
 	compile golden check-kfp-latest katib-manifest kserve-manifest score serve serve-ab replay ab-report \
-	bench-serving bench-pipeline bench-stream monitor scenario stream container-tools base-image images
+	bench-serving bench-recommend recommend bench-pipeline bench-stream monitor scenario stream container-tools base-image images
 
 help:
 	@echo "make run    - set up if needed, generate $(SPANS) spans of $(ROWS) rows, run the pipeline locally"
@@ -50,6 +50,8 @@ help:
 	@echo "make bench-pipeline - time and peak memory per stage at 10k/100k/1M rows, Beam modes, the TFX taxi peer (~1 h)"
 	@echo "make monitor - drift/quality check of the last hour of served traffic; retrains when it crosses"
 	@echo "make stream - $(STREAM_SPANS) days of the shop through RabbitMQ ($(STREAM_CONSUMERS) consumers) into $(STREAM_DATA) and Redis, then the pipeline on them"
+	@echo "make recommend - after make stream: Redis, Feast's feature server, the predictor and the recommendation transformer on :$(RECOMMEND_PORT)"
+	@echo "make bench-recommend - a whole recommendation (lookup, 100 candidates, ranking) vs the predictor's 100-row request vs the model in process"
 	@echo "make bench-stream - events/s through the broker into spans and the online store, publish->online lag, 1 and 2 consumers"
 	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
 	@echo "make env    - create $(VENV), $(SERVING_VENV) and $(FEATURES_VENV) from their locks"
@@ -178,6 +180,15 @@ stream: $(VENV)/.installed $(FEATURES_VENV)/.installed
 	  --out $(STREAM_DATA) --rows $(ROWS) --spans $(STREAM_SPANS) --seed $(SEED) $(STREAM_ARGS)
 	$(VENV)/bin/shop-pipeline run --set data.root=$(STREAM_DATA) --set output_root=outputs/stream $(RUN_ARGS)
 
+# The recommendation endpoint (docs/recommendations.md) on what `make stream` made: Redis filled from
+# the lake's feature logs, Feast's feature server, the predictor and the transformer, on loopback
+# under outputs/stream/services/recommend/ until Ctrl-C.
+RECOMMEND_PORT ?= 8090
+RECOMMEND_ARGS ?=
+recommend: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed
+	$(VENV)/bin/shop-serve recommend --set data.root=$(STREAM_DATA) --set output_root=outputs/stream \
+	  --port $(RECOMMEND_PORT) $(RECOMMEND_ARGS)
+
 scenario: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(VENV)/bin/shop-monitor scenario --rows $(SCENARIO_ROWS) \
 	  --set training.train_steps=100 --set evaluation.min_slice_auc=null $(SCENARIO_ARGS)
@@ -195,6 +206,10 @@ bench-stream: $(VENV)/.installed $(FEATURES_VENV)/.installed
 bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 	$(PY) -m benchmarks.serving_latency --requests 2000 --concurrency 1 4 16 64 --overload 64 256 \
 	  --json outputs/benchmarks/serving_latency.json
+
+bench-recommend: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed
+	$(PY) -m benchmarks.recommend_latency --requests 2000 --concurrency 1 8 --set data.root=$(STREAM_DATA) \
+	  --json outputs/benchmarks/recommend_latency.json
 
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
 TEST_WORKERS ?= 2

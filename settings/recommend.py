@@ -51,7 +51,9 @@ class RecommendConfig(Section):
         "position's effect, so ranking at one fixed position compares products alone",
     )
     timeout_s: float = Field(
-        2.0, gt=0, description="the feature server's and the predictor's answer time (504 after)"
+        2.0,
+        gt=0,
+        description="the feature server's and the predictor's answer time (then a 503, retry-after)",
     )
     log_served: bool = Field(
         True, description="one JSON line per answered request: the list, positions, version"

@@ -203,6 +203,34 @@ def test_every_answer_is_one_line_of_the_served_log(stack):
     assert set(record["timings_ms"]) >= {"lookup_ms", "build_ms", "predict_ms", "total_ms"}
 
 
+def test_the_latency_benchmark_reports_both_loads_the_floor_and_the_split(
+    stack, workspace, tmp_path
+):
+    """benchmarks/recommend_latency.py, briefly, on its own stack over the same lake and model."""
+    _, _, config_args, lake = stack
+    out = tmp_path / "figures.json"
+    run = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "benchmarks.recommend_latency",
+            "--requests", "40", "--rounds", "2", "--concurrency", "1", "4", "--floor-calls", "20",
+            "--model-dir", config_for(workspace).serving_dir, "--json", str(out),
+            *config_args,
+        ],  # fmt: skip
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["candidates"] == 100 and figures["floor"]["rows"] == 100
+    assert figures["floor"]["p50_ms"] > 0
+    for level in ("1", "4"):
+        found = figures["levels"][level]
+        for load in ("recommend", "predictor"):
+            assert found[load]["requests"] == 40 and found[load]["p99_ms"] >= found[load]["p50_ms"]
+        assert all(found["split_ms"][s] > 0 for s in ("lookup_ms", "build_ms", "predict_ms"))
+        assert found["split_ms"]["total_ms"] >= found["split_ms"]["predict_ms"]
+    assert "split of a recommendation" in run.stdout and "goals (issue 21)" in run.stdout
+
+
 def test_a_predictor_that_is_gone_is_a_503_not_a_500(stack):
     """Last in the module: it stops the predictor."""
     running, _, _, lake = stack
