@@ -148,7 +148,7 @@ serve-ab: $(VENV)/.installed $(SERVING_VENV)/.installed
 
 replay: $(VENV)/.installed
 	$(VENV)/bin/shop-serve replay --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS)) \
-	  --url http://localhost:$(PORT)
+	  --url http://127.0.0.1:$(PORT)
 
 ab-report: $(VENV)/.installed
 	$(VENV)/bin/shop-serve ab-report --set data.root=$(DATA) --span $(or $(SPAN),$(SPANS))

@@ -23,7 +23,7 @@ from settings import ConfigError, PipelineConfig, load_config
 def _start(args: argparse.Namespace, config: PipelineConfig) -> int:
     cmd = server_command(config, args.port, args.model_version)
     print(
-        f"serving {config.serving_dir} as http://localhost:{args.port}/v1/models/"
+        f"serving {config.serving_dir} as http://127.0.0.1:{args.port}/v1/models/"
         f"{config.serving.model_name} (V1) and /v2/models/{config.serving.model_name} (V2)",
         flush=True,
     )
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="send a span's rows to a running server")
     add_config_args(replay)
     replay.add_argument("--span", type=int, required=True)
-    replay.add_argument("--url", default="http://localhost:8080")
+    replay.add_argument("--url", default="http://127.0.0.1:8080")
     replay.add_argument("--requests", type=int, default=1000)
     replay.add_argument("--batch", type=int, default=1, help="instances per request")
     replay.add_argument("--concurrency", type=int, default=8)

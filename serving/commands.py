@@ -16,6 +16,9 @@ from settings import PipelineConfig, server_flags, transformer_flags
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 SERVING_PYTHON_ENV = "SHOP_SERVING_PYTHON"
+# Processes started from here run on this machine and listen on loopback only; in a pod the
+# manifests leave the flag out and kserve's server listens on every interface.
+LOOPBACK = "127.0.0.1"
 
 
 def serving_python() -> str:
@@ -46,6 +49,7 @@ def server_command(
         "--model-dir", os.path.abspath(model_dir or config.serving_dir),
         "--model-name", s.model_name,
         "--http-port", str(port),
+        "--http-host", LOOPBACK,
         "--ab-candidate-percent", str(s.ab_candidate_percent),
         "--ab-key", s.ab_key,
         *server_flags(s.model_dump()),
@@ -84,6 +88,7 @@ def transformer_command(
         f"--predictor_host={predictor_host}",
         "--predictor_protocol=v2",
         f"--http_port={port}",
+        f"--http-host={LOOPBACK}",
         *transformer_flags(values),
     ]  # fmt: skip
     if served_log:

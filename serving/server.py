@@ -52,6 +52,7 @@ from kserve import model_server as kserve_model_server  # noqa: E402
 
 from serving import binary_tensors  # noqa: E402
 from serving.http_guard import HttpGuard  # noqa: E402
+from serving.listen import ALL_INTERFACES, listen_on  # noqa: E402
 from serving.predictor import (  # noqa: E402
     BadRequest,
     RankingModel,
@@ -69,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerSettings, argparse.
     p.add_argument("--model-name", default="shop-ranking")
     p.add_argument("--model-version", default=None, help="pin one version (KServe canary pods)")
     p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--http-host", default=ALL_INTERFACES, help="127.0.0.1: loopback only")
     p.add_argument("--grpc-port", type=int, default=0, help="V2 gRPC port; 0 = off")
     p.add_argument("--max-instances", type=int, default=1000)
     p.add_argument(
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     model = RankingModel(settings)
     model.load()  # fails here, before the port opens, when there is no model to serve
     binary_tensors.install()  # V2 binary tensor data reaches the predictor as bytes, not lists
+    listen_on(args.http_host)
     kserve_model_server.app.add_exception_handler(BadRequest, _rejected)
     kserve_model_server.app.add_middleware(
         HttpGuard,

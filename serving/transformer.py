@@ -43,6 +43,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from contract.columns import CATEGORIES, COUNTRIES, DEVICES, HOURS, REFERRERS
 from serving.http_guard import HttpGuard
+from serving.listen import ALL_INTERFACES, listen_on
 from serving.online_features import FeatureServerClient, OnlineStoreError
 from serving.retrieval import Catalog, CatalogEntry, CategoryPopularity, Retriever
 
@@ -469,6 +470,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TransformerSettings, argp
     p.add_argument("--model_name", default="shop-ranking")
     p.add_argument("--predictor_host", required=True, help="host:port of the V2 predictor")
     p.add_argument("--http_port", type=int, default=8080)
+    p.add_argument("--http-host", default=ALL_INTERFACES, help="127.0.0.1: loopback only")
     # ours: settings/recommend.py (transformer_flags) and the paths
     p.add_argument("--feature-server-url", required=True)
     p.add_argument("--default-k", type=int, default=10)
@@ -505,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     log.setLevel(logging.INFO)
     model = Recommender(settings)
     model.load()  # fails here, before the port opens, without a feature server or an index
+    listen_on(args.http_host)
     kserve_model_server.app.add_exception_handler(RecommendError, _refused)
     kserve_model_server.app.add_middleware(
         HttpGuard,

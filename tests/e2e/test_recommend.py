@@ -11,6 +11,7 @@ a predictor that is gone is a 503, never a 500.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -229,6 +230,34 @@ def test_the_latency_benchmark_reports_both_loads_the_floor_and_the_split(
         assert all(found["split_ms"][s] > 0 for s in ("lookup_ms", "build_ms", "predict_ms"))
         assert found["split_ms"]["total_ms"] >= found["split_ms"]["predict_ms"]
     assert "split of a recommendation" in run.stdout and "goals (issue 21)" in run.stdout
+
+
+def listening_hosts(port: int) -> set[str]:
+    """The IPv4 and IPv6 addresses a socket listens on at `port` (/proc/net/tcp, state 0A)."""
+    hosts = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # little-endian
+                hosts.add(str(ipaddress.ip_address(b"".join(words))))
+    return hosts
+
+
+def test_every_process_of_the_stack_listens_on_loopback_only(stack):
+    running, *_ = stack
+    urls = {
+        "transformer": running.url,
+        "predictor": running.predictor_url,
+        "feature server": running.feature_server_url,
+        "redis": f"redis://{running.redis.address}",
+    }
+    for name, url in urls.items():
+        port = int(url.rsplit(":", 1)[1])
+        hosts = listening_hosts(port)
+        assert hosts and all(ipaddress.ip_address(h).is_loopback for h in hosts), (name, hosts)
 
 
 def test_a_predictor_that_is_gone_is_a_503_not_a_500(stack):

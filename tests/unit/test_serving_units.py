@@ -228,6 +228,7 @@ def test_server_command_comes_from_config(tmp_path, monkeypatch):
     assert (flags["--ab-candidate-percent"], flags["--batch-timeout-ms"]) == ("20", "0")
     assert (flags["--max-string-length"], flags["--max-concurrency"]) == ("256", "16")
     assert (flags["--http-port"], flags["--model-version"]) == ("8123", "7")
+    assert flags["--http-host"] == "127.0.0.1", "a local server must listen on loopback only"
     monkeypatch.setenv("SHOP_SERVING_PYTHON", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="make serving-env"):
         server_command(config, 8123)
