@@ -51,7 +51,7 @@ help:
 	@echo "make monitor - drift/quality check of the last hour of served traffic; retrains when it crosses"
 	@echo "make stream - $(STREAM_SPANS) days of the shop through RabbitMQ ($(STREAM_CONSUMERS) consumers) into $(STREAM_DATA) and Redis, then the pipeline on them"
 	@echo "make recommend - after make stream: Redis, Feast's feature server, the predictor and the recommendation transformer on :$(RECOMMEND_PORT)"
-	@echo "make bench-recommend - a whole recommendation (lookup, 100 candidates, ranking) vs the predictor's 100-row request vs the model in process"
+	@echo "make bench-recommend - a whole recommendation (lookup, 100 candidates, ranking) vs the predictor's 100-row request vs the model in process; then the transformer's hop to the predictor, REST vs gRPC"
 	@echo "make bench-stream - events/s through the broker into spans and the online store, publish->online lag, 1 and 2 consumers"
 	@echo "make scenario - the loop here: train, serve, drift, detect, retrain, push; live AUC before/after"
 	@echo "make env    - create $(VENV), $(SERVING_VENV) and $(FEATURES_VENV) from their locks"
@@ -210,6 +210,8 @@ bench-serving: $(VENV)/.installed $(SERVING_VENV)/.installed
 bench-recommend: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed
 	$(PY) -m benchmarks.recommend_latency --requests 2000 --concurrency 1 8 --set data.root=$(STREAM_DATA) \
 	  --json outputs/benchmarks/recommend_latency.json
+	PYTHONPATH=. $(SERVING_PY) -m benchmarks.predictor_transport --set output_root=outputs/stream \
+	  --span-dir $(STREAM_DATA)/span-$(STREAM_SPANS) --json outputs/benchmarks/predictor_transport.json
 
 # Two pytest-xdist workers; tests that share a pipeline run stay together (tests/conftest.py).
 TEST_WORKERS ?= 2

@@ -40,6 +40,7 @@ def server_command(
     model_version: str | None = None,
     model_dir: str | None = None,
     request_log: str | None = None,
+    grpc_port: int | None = None,
 ) -> list[str]:
     """The serving.server command line for this config (tests and the benchmark use it too)."""
     s = config.serving
@@ -58,6 +59,8 @@ def server_command(
         cmd += ["--request-log", os.path.abspath(log) if log != "-" else log]
     if model_version:
         cmd += ["--model-version", model_version]
+    if grpc_port:
+        cmd += ["--grpc-port", str(grpc_port)]  # kserve's gRPC server binds every interface
     return cmd
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -230,6 +231,29 @@ def test_the_latency_benchmark_reports_both_loads_the_floor_and_the_split(
         assert all(found["split_ms"][s] > 0 for s in ("lookup_ms", "build_ms", "predict_ms"))
         assert found["split_ms"]["total_ms"] >= found["split_ms"]["predict_ms"]
     assert "split of a recommendation" in run.stdout and "goals (issue 21)" in run.stdout
+
+
+def test_the_transport_benchmark_compares_rest_and_grpc_on_equal_scores(stack, workspace, tmp_path):
+    """benchmarks/predictor_transport.py, briefly, in the serving environment; it exits non-zero
+    when the two protocols answer different scores for the same rows."""
+    _, _, config_args, lake = stack
+    out = tmp_path / "transport.json"
+    run = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv-serving" / "bin" / "python"), "-m",
+            "benchmarks.predictor_transport", "--requests", "40", "--rounds", "2",
+            "--concurrency", "1", "4", "--span-dir", str(lake / "span-1"),
+            "--model-dir", config_for(workspace).serving_dir, "--json", str(out), *config_args,
+        ],  # fmt: skip
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["rows"] == 100 and set(figures["levels"]) == {"1", "4"}
+    for by in figures["levels"].values():
+        assert set(by) == {"rest", "grpc"} and all(f["requests"] == 40 for f in by.values())
+    assert "gRPC / REST" in run.stdout
 
 
 def listening_hosts(port: int) -> set[str]:
