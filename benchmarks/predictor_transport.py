@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -163,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     from serving.contract import Contract
     from serving.loadgen import span_instances
     from serving.process import free_port, running_server
-    from serving.versions import numbered_versions
+    from serving.versions import newest_version_dir
     from settings import load_config
 
     config = load_config("local", args.overrides)
     serving_dir = args.model_dir or config.serving_dir
-    versions = numbered_versions(serving_dir)
-    if not versions:
-        raise SystemExit(f"{serving_dir}: no pushed model (run `make stream` first)")
-    contract = Contract.load(os.path.join(serving_dir, versions[-1]))
+    try:
+        contract = Contract.load(newest_version_dir(serving_dir))
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err} (run `make stream` first)") from None
     rows = span_instances(args.span_dir, contract, args.rows * 10)
     if len(rows) < args.rows:
         raise SystemExit(f"{args.span_dir}: {len(rows)} rows, fewer than --rows {args.rows}")

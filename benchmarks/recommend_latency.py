@@ -182,15 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     from serving.contract import Contract
     from serving.loadgen import span_instances, v2_binary_body
     from serving.stack import recommend_stack
-    from serving.versions import numbered_versions
+    from serving.versions import newest_version_dir
     from settings import load_config
 
     config = load_config("local", args.overrides)
     serving_dir = args.model_dir or config.serving_dir
-    versions = numbered_versions(serving_dir)
-    if not versions:
-        raise SystemExit(f"{serving_dir}: no pushed model (run `make stream` first)")
-    model_dir = os.path.join(serving_dir, versions[-1])
+    try:
+        model_dir = newest_version_dir(serving_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err} (run `make stream` first)") from None
     contract = Contract.load(model_dir)
     span_csv = newest_span_csv(config.data.root)
     candidates = config.recommend.retrieval_candidates

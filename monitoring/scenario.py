@@ -35,7 +35,7 @@ from monitoring.traffic import Window, arrived_outcomes, log_files, read_outcome
 from serving.contract import Contract
 from serving.loadgen import run_load, span_instances
 from serving.process import running_server
-from serving.versions import numbered_versions
+from serving.versions import newest_version_dir
 from settings import PipelineConfig
 from simulator.generate import SimulationOptions, read_manifest, write_dataset
 from simulator.outcomes import ATTRIBUTION_WINDOW_S
@@ -167,9 +167,7 @@ def run_scenario(
         for day in range(2, DAYS + 1):
             if day > 2:
                 write_dataset(options, config.data.root, only_spans=[day])
-            contract = Contract.load(
-                os.path.join(config.serving_dir, numbered_versions(config.serving_dir)[-1])
-            )
+            contract = Contract.load(newest_version_dir(config.serving_dir))
             rows = span_instances(
                 os.path.join(config.data.root, f"span-{day}"), contract, settings.rows
             )

@@ -2,8 +2,9 @@
 
 Each line has the time, the request id, the model name and version, the A/B variant, the
 protocol, the instance's id (impression_id when the client sends it), its validated raw features
-(plain JSON values: the numpy columns are converted only here, when the log is on) and the score. Lines are appended and flushed per request, so a reader (the drift monitor) can
-tail the file while the server runs.
+(plain JSON values: the numpy columns are converted only here, when the log is on) and the score.
+Lines are appended and flushed per request, so a reader (the drift monitor) can tail the file
+while the server runs.
 """
 
 from __future__ import annotations

@@ -52,6 +52,14 @@ def numbered_versions(model_dir: str) -> list[str]:
     return layout.local_versions(model_dir)
 
 
+def newest_version_dir(model_dir: str) -> str:
+    """The newest version folder under a Pusher's base folder; FileNotFoundError without one."""
+    versions = numbered_versions(model_dir)
+    if not versions:
+        raise FileNotFoundError(f"{model_dir}: no pushed model version")
+    return join(model_dir, versions[-1])
+
+
 def fingerprint(path: str) -> tuple:
     """Names, sizes and mtimes of a version folder's files: equal on two polls = fully written.
 
