@@ -9,9 +9,10 @@ largest per-row cost (docs/benchmarks.md). This executor keeps its output contra
   the schema check then reports); a column blank everywhere is left out;
 - a blank cell is an empty value list, as TFX writes it;
 - quoted fields may contain newlines.
-The split into train/eval hashes each serialized example, as TFX does. The examples are
-re-serialized deterministically (the C++ encoder's field order changes between processes), so
-every row lands in the same split as under `tfx`, in every run.
+The split into train/eval is TFX's: it hashes the split config's partition feature (the pipeline
+names request_id, pipelines/platforms.py) or, without one, each serialized example. The examples
+are re-serialized deterministically (the C++ encoder's field order changes between processes), so
+every row lands in the same split as under `tfx`, in every run, either way.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import tensorflow as tf
 from pyarrow import csv as pacsv
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 # Column kinds in widening order: merging two files' kinds takes the wider one.
@@ -161,7 +164,21 @@ def _ArrowCsvToExample(pipeline: beam.Pipeline, exec_properties: dict, split_pat
         | "ColumnKinds" >> beam.Map(column_kinds)
         | "MergeKinds" >> beam.CombineGlobally(merge_kinds)
     )
-    return paths | "Encode" >> beam.FlatMap(encode_file, kinds=beam.pvalue.AsSingleton(kinds))
+    examples = paths | "Encode" >> beam.FlatMap(encode_file, kinds=beam.pvalue.AsSingleton(kinds))
+    if _partition_feature(exec_properties):
+        # TFX's split reads a partition feature only from tf.train.Example objects, not bytes.
+        examples = examples | "AsExamples" >> beam.Map(tf.train.Example.FromString)
+    return examples
+
+
+def _partition_feature(exec_properties: dict) -> str:
+    """The output config's partition_feature_name ("" when the split hashes whole examples)."""
+    output_config = exec_properties.get(standard_component_specs.OUTPUT_CONFIG_KEY)
+    if not output_config:
+        return ""
+    config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(output_config, config)
+    return config.split_config.partition_feature_name
 
 
 class Executor(BaseExampleGenExecutor):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features as F
+import contract
 from components.serving_contract import build_contract, write_contract
 
 OUTPUT_KEY = "purchase_probability"
@@ -27,10 +27,11 @@ RAW_SIGNATURE = "serving_raw"
 def serving_feature_spec(
     tf_transform_output: tft.TFTransformOutput,
 ) -> dict[str, tf.io.FixedLenFeature]:
-    """Raw features a request carries: the schema's, minus the label and the event id."""
+    """Raw features a request carries: the schema's, minus the label and the ids
+    (contract.NOT_MODEL_INPUTS)."""
     spec = dict(tf_transform_output.raw_feature_spec())
-    spec.pop(F.LABEL, None)
-    spec.pop(F.EXAMPLE_ID, None)
+    for name in contract.NOT_MODEL_INPUTS:
+        spec.pop(name, None)
     return spec
 
 

@@ -18,9 +18,11 @@ from contract.columns import (
     EXAMPLE_ID,
     HOURS,
     LABEL,
+    NOT_MODEL_INPUTS,
     POSITIONS,
     RATING,
     REFERRERS,
+    REQUEST_ID,
 )
 
 # The curated schema, shipped as package data: ImportSchemaGen reads it by `package://` URI.
@@ -36,8 +38,10 @@ __all__ = [
     "EXAMPLE_ID",
     "HOURS",
     "LABEL",
+    "NOT_MODEL_INPUTS",
     "POSITIONS",
     "RATING",
     "REFERRERS",
+    "REQUEST_ID",
     "SCHEMA_PATH",
 ]

@@ -36,9 +36,16 @@ RATING = (1.0, 5.0)
 LABEL = "purchased"
 # One row per impression: the id the request log, the outcomes and the serving response share.
 EXAMPLE_ID = "impression_id"
+# The page (one recommendation request) an impression was shown on: the products shown together
+# to one user in one context. The ranking metrics (NDCG@k) are computed per request, and the
+# train/eval split keeps a request's impressions together.
+REQUEST_ID = "request_id"
+# Columns of the export that a scoring request does not carry (outcome and bookkeeping ids).
+NOT_MODEL_INPUTS: tuple[str, ...] = (LABEL, EXAMPLE_ID, REQUEST_ID)
 # Column order of the CSV the shop writes (the event log's export format).
 COLUMNS: tuple[str, ...] = (
     "impression_id",
+    "request_id",
     "user_id",
     "product_id",
     "category",

@@ -6,7 +6,7 @@ types, every one with `type`, `schema_version` and `event_time` (UTC epoch secon
 
     user        a user's profile at the start of a visit (the CRM's aggregates)
     product     a product's catalog entry whenever it changes (price, sale)
-    impression  one product shown to one user in one context
+    impression  one product shown to one user in one context, on one page (request_id)
     purchase    an impression that led to a purchase, within the attribution window
     seal        the shop's word that every event of a day (span) has been published
 
@@ -66,6 +66,7 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
     },
     "impression": {
         "impression_id": (_STR, None),
+        "request_id": (_STR, None),
         "user_id": (_STR, None),
         "product_id": (_STR, None),
         "device": (_STR, DEVICES),

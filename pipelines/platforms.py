@@ -24,6 +24,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import range_config_pb2
 
+import contract
 from components import arrow_csv
 from components.span_example_gen import SpanCsvExampleGen
 from components.tfjob import pod_sections_json
@@ -76,7 +77,10 @@ def split_configs(config: PipelineConfig) -> tuple[tfx.proto.Input, tfx.proto.Ou
                 splits=[
                     tfx.proto.SplitConfig.Split(name="train", hash_buckets=data.train_buckets),
                     tfx.proto.SplitConfig.Split(name="eval", hash_buckets=data.eval_buckets),
-                ]
+                ],
+                # A request's impressions land in one split: NDCG@k is computed per request, and
+                # a page split in two would leak its context from training into evaluation.
+                partition_feature_name=contract.REQUEST_ID,
             )
         ),
     )

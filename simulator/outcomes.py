@@ -6,8 +6,9 @@ window (`ATTRIBUTION_WINDOW_S`) has closed. So a monitor looking at the last hou
 a few purchases and almost no confirmed non-purchases: live quality needs outcomes that have
 *arrived*, which is what `delay_s` lets it compute (arrived when served_at + delay_s <= now).
 
-The feed lives beside the spans, `<root>/outcomes/span-N.csv` (impression_id, purchased, delay_s),
-outside the `span-N/` folders the pipeline reads.
+The feed lives beside the spans, `<root>/outcomes/span-N.csv` (impression_id, request_id,
+purchased, delay_s), outside the `span-N/` folders the pipeline reads; request_id groups the
+outcomes into the lists they were shown in (live NDCG@k).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contract
 OUTCOMES_DIR = "outcomes"
 ATTRIBUTION_WINDOW_S = 24 * 3600
 PURCHASE_DELAY_MEAN_S = 2 * 3600
-COLUMNS = ("impression_id", contract.LABEL, "delay_s")
+COLUMNS = ("impression_id", contract.REQUEST_ID, contract.LABEL, "delay_s")
 
 
 def outcomes_path(root: str | Path, span: int) -> Path:
@@ -45,6 +46,7 @@ def delayed_outcomes(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
     return pd.DataFrame(
         {
             "impression_id": frame["impression_id"].to_numpy()[valid],
+            contract.REQUEST_ID: frame[contract.REQUEST_ID].to_numpy()[valid],
             contract.LABEL: purchased,
             "delay_s": np.round(delay).astype(np.int64),
         }
@@ -66,7 +68,7 @@ def read_outcomes(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no outcome feed (generate the span with shop-sim)")
-    frame = pd.read_csv(path, dtype={"impression_id": str})
+    frame = pd.read_csv(path, dtype={"impression_id": str, contract.REQUEST_ID: str})
     missing = set(COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")

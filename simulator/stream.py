@@ -50,10 +50,11 @@ from simulator.generate import (
     SimulationOptions,
     SpanReport,
     build_shop,
+    distinct_per_page,
     noisy_affinity,
+    request_ids,
     sample_devices,
     sample_hours,
-    sample_products,
     sample_recency,
     sample_referrers,
     sample_users,
@@ -214,13 +215,14 @@ def day_events(options: SimulationOptions, span: int, shop: Shop | None = None) 
     low, high = contract.POSITIONS
     shuffled = np.argsort(rng.random((len(visits.user), high - low + 1)), axis=1)
     position = shuffled[visit, j] + low
-    product = sample_products(shop, n, rng)
+    product = distinct_per_page(shop, visit, rng)  # no product twice in one visit
     on_sale = _catalog_at(product, offset, start_on_sale, flips)
     user = visits.user[visit]
     category = shop.product_category[product]
     rows = pd.DataFrame(
         {
             "impression_id": [f"s{span}-{i}" for i in range(n)],
+            "request_id": request_ids(span, visit),  # a visit is one page view
             "user_id": [f"u{u}" for u in user],
             "product_id": [f"p{p}" for p in product],
             "category": np.asarray(contract.CATEGORIES)[category],

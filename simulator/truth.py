@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+import contract
+from contract.ranking import RankingQuality, ndcg_at_k
+
 DEVICE_EFFECT = {"mobile": -0.35, "desktop": 0.25, "tablet": 0.0}
 REFERRER_EFFECT = {"direct": 0.0, "search": 0.35, "email": 0.55, "social": -0.45, "ads": -0.2}
 EVENING_HOURS = (19, 23)
@@ -84,3 +87,13 @@ def purchase_probability(rows: Mapping[str, np.ndarray], params: TruthParams) ->
 def bayes_auc(rows: Mapping[str, np.ndarray], labels: np.ndarray, params: TruthParams) -> float:
     """AUC of the ground-truth probabilities: no model can rank these rows better in expectation."""
     return float(roc_auc_score(np.asarray(labels).reshape(-1), purchase_probability(rows, params)))
+
+
+def bayes_ndcg(
+    rows: Mapping[str, np.ndarray], labels: np.ndarray, params: TruthParams, k: int = 10
+) -> RankingQuality:
+    """NDCG@k of each request's rows ranked by the true probability (contract.ranking): the best
+    any ranker can reach on these lists in expectation."""
+    return ndcg_at_k(
+        purchase_probability(rows, params), labels, _column(rows, contract.REQUEST_ID), k
+    )

@@ -19,6 +19,7 @@ IMPRESSION = make_event(
     "impression",
     span_start(3) + 10.5,
     impression_id="s3-0",
+    request_id="s3-r0",
     user_id="u1",
     product_id="p2",
     device="mobile",

@@ -26,9 +26,9 @@ from simulator.generate import SimulationOptions, write_dataset
 from simulator.outcomes import ATTRIBUTION_WINDOW_S, outcomes_path
 from simulator.truth import TruthParams, purchase_probability
 
-ROWS = 6000
-WINDOW_ROWS = 1500
-FEATURES = [c for c in contract.COLUMNS if c not in ("impression_id", contract.LABEL)]
+ROWS = 12_000
+WINDOW_ROWS = 3000  # 300 pages: a page's context is one draw (simulator PAGE_SIZE)
+FEATURES = [c for c in contract.COLUMNS if c not in contract.NOT_MODEL_INPUTS]
 
 
 @pytest.fixture(scope="module")

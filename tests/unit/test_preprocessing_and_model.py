@@ -10,6 +10,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import metadata_io, schema_utils
 
+import contract
 from components import features as F
 from components.preprocessing import DEFAULT_PARAMS, categorical_sizes, preprocessing_fn
 from components.signatures import OUTPUT_KEY, RAW_SIGNATURE, export_serving_model
@@ -109,7 +110,7 @@ def test_signatures_score_raw_json_and_serialized_examples_the_same(trained, fra
     rows = frame.head(8)
     # JSON-friendly path: what a REST client sends (json round trip: plain lists).
     payload = json.loads(
-        json.dumps(rows.drop(columns=["purchased", "impression_id"]).to_dict(orient="list"))
+        json.dumps(rows.drop(columns=list(contract.NOT_MODEL_INPUTS)).to_dict(orient="list"))
     )
     raw_spec = loaded.signatures[RAW_SIGNATURE].structured_input_signature[1]
     raw = {k: tf.constant(v, dtype=raw_spec[k].dtype) for k, v in payload.items()}

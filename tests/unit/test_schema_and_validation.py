@@ -35,7 +35,7 @@ def _stats(frame):
 @pytest.fixture(scope="module")
 def spans():
     options = SimulationOptions(
-        rows_per_span=3000,
+        rows_per_span=6000,  # 600 pages: a page's context is one draw (simulator PAGE_SIZE)
         spans=3,
         drift=0.6,
         drift_from_span=3,
@@ -115,7 +115,7 @@ def test_another_datasets_file_is_named_as_a_column_mismatch_first(tmp_path):
         f"missing [{missing}], unexpected [{unexpected}]; "
         "the run stops before Transform and the pushed model is unchanged."
     )
-    assert second == f"Per feature: {len(found)} anomalies in 35 feature(s):"
+    assert second == f"Per feature: {len(found)} anomalies in 36 feature(s):"
     assert len(detail) == len(found)
     assert "  [train] company (schema: SCHEMA_NEW_COLUMN): New column" in "\n".join(detail)
     assert "  [eval] price (schema: SCHEMA_MISSING_COLUMN): Column is completely missing" in detail
