@@ -22,6 +22,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 
 import contract
 from components.validation import DRIFT_PREFIX, label_rate
+from contract.ranking import ndcg_at_k
 from serving.ab_report import quality
 
 SERVING_ENV = "SERVING"
@@ -186,6 +187,25 @@ def live_quality(
         judged=len(y) >= min_labelled and positives >= min_positives,
     )
     return figures
+
+
+def live_ranking(settled: pd.DataFrame, k: int, min_requests: int) -> dict[str, Any]:
+    """NDCG@k of the served lists whose outcomes are all known (settled rows grouped by
+    request_id, ranked by the served scores; contract.ranking's definition, as the Evaluator's).
+
+    `judged` says whether at least `min_requests` lists had a purchase."""
+    known = settled.dropna(subset=[contract.REQUEST_ID]) if len(settled) else settled
+    if len(known):
+        result = ndcg_at_k(
+            known["score"].to_numpy(dtype=np.float64),
+            known[contract.LABEL].to_numpy(dtype=np.float64),
+            known[contract.REQUEST_ID].astype(str).to_numpy(),
+            k,
+        )
+        ndcg, requests = (None if np.isnan(result.ndcg) else result.ndcg), result.requests
+    else:
+        ndcg, requests = None, 0
+    return {"k": k, "ndcg": ndcg, "requests": requests, "judged": requests >= min_requests}
 
 
 def outcome_rate(

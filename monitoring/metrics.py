@@ -53,6 +53,11 @@ def registry_for(report: dict[str, Any], state: Any) -> CollectorRegistry:
         gauge("prediction_shift", "JS distance of scores vs the previous window").labels(model).set(
             predictions["shift_vs_previous"]
         )
+    ranking = report.get("ranking") or {}
+    if ranking.get("ndcg") is not None:
+        gauge("live_ndcg", "NDCG@k of settled served lists", ("k",)).labels(
+            model, str(ranking["k"])
+        ).set(ranking["ndcg"])
     quality = report["quality"]
     gauge("labelled_predictions", "Predictions whose outcome arrived").labels(model).set(
         quality["labelled"]

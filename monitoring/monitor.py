@@ -141,6 +141,7 @@ def check(
     )
     settled = settled_outcomes(traffic, feed, as_of) if feed is not None else pd.DataFrame()
     rate = checks.outcome_rate(settled, len(traffic), train_stats, settings.min_labelled)
+    ranking = checks.live_ranking(settled, config.evaluation.ndcg_k, settings.min_positives)
     window_signals = trigger.signals(
         shifts, quality, predictions["shift_vs_previous"], settings, outcome_rate=rate
     )
@@ -184,7 +185,7 @@ def check(
         version=version, versions=versions, shifts=shifts, problems=problems,
         predictions=predictions, quality=quality, verdict=verdict, retrain=outcome,
         previous=previous[0]["window"] if previous else None, outcomes_as_of=as_of,
-        notes=notes, trigger_state=state, outcome_rate=rate,
+        notes=notes, trigger_state=state, outcome_rate=rate, ranking=ranking,
     )  # fmt: skip
     folder = os.path.join(directory, WINDOWS_DIR, window.name)
     os.makedirs(folder, exist_ok=True)

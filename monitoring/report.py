@@ -28,6 +28,7 @@ MAX_FEATURE_PLOTS = 4
 def build(
     *, config, window, traffic_rows, judged, version, versions, shifts, problems, predictions,
     quality, verdict, retrain, previous, outcomes_as_of, notes, trigger_state, outcome_rate=None,
+    ranking=None,
 ) -> dict[str, Any]:  # fmt: skip
     crossed = sorted({s.feature for s in shifts if s.crossed})
     return {
@@ -50,6 +51,7 @@ def build(
         "predictions": predictions,
         "quality": dict(quality),
         "outcome_rate": dict(outcome_rate) if outcome_rate else None,
+        "ranking": dict(ranking) if ranking else None,
         "outcomes_as_of": outcomes_as_of,
         "signals": verdict.signals,
         "alert": verdict.alert,
@@ -125,6 +127,12 @@ def summary_lines(body: dict[str, Any]) -> list[str]:
                 else ": no training rate to compare with"
             )
             + ("" if r["judged"] or r["ratio"] is None else " (too few to judge)")
+        )
+    g = body.get("ranking")
+    if g and g["ndcg"] is not None:
+        lines.append(
+            f"  live NDCG@{g['k']} {g['ndcg']:.4f} on {g['requests']} settled lists with a purchase"
+            + ("" if g["judged"] else " (too few to judge)")
         )
     for problem in body["schema_problems"]:
         lines.append(f"  schema: {problem}")

@@ -85,7 +85,7 @@ def read_outcome_feed(outcomes_dir: str) -> pd.DataFrame:
 
     files = sorted(glob.glob(os.path.join(outcomes_dir, "*.csv")))
     if not files:
-        return pd.DataFrame(columns=[ID_COLUMN, contract.LABEL, "delay_s"])
+        return pd.DataFrame(columns=[ID_COLUMN, contract.REQUEST_ID, contract.LABEL, "delay_s"])
     return pd.concat([read_outcomes(path) for path in files], ignore_index=True)
 
 
@@ -101,10 +101,14 @@ def arrived_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) ->
 
 
 def settled_outcomes(traffic: pd.DataFrame, feed: pd.DataFrame, as_of: float) -> pd.DataFrame:
-    """The window's predictions whose attribution window has closed by `as_of`: purchased (0/1).
-    Unlike arrived_outcomes, not biased towards purchases (which arrive within hours)."""
+    """The window's predictions whose attribution window has closed by `as_of`: purchased (0/1),
+    score and request_id (the list it was shown in). Unlike arrived_outcomes, not biased towards
+    purchases (which arrive within hours): every row of a settled list has its outcome."""
+    columns = [contract.LABEL, "score", contract.REQUEST_ID]
     if traffic.empty or feed.empty or "id" not in traffic:
-        return pd.DataFrame(columns=[contract.LABEL])
+        return pd.DataFrame(columns=columns)
     settled = traffic[traffic["ts"] + ATTRIBUTION_WINDOW_S <= as_of]
-    joined = settled[["id"]].merge(feed, left_on="id", right_on=ID_COLUMN, how="inner")
-    return joined[[contract.LABEL]].reset_index(drop=True)
+    joined = settled[["id", "score"]].merge(feed, left_on="id", right_on=ID_COLUMN, how="inner")
+    if contract.REQUEST_ID not in joined:  # a feed written before requests were recorded
+        joined[contract.REQUEST_ID] = None
+    return joined[columns].reset_index(drop=True)

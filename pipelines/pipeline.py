@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -10,7 +12,7 @@ from components.packaged_schema import PackagedImportSchemaGen
 from components.pusher import ROLLBACK_TO_SPAN_KEY, TRAINING_SPAN_KEY, IdempotentPusher
 from components.tuning.component import KatibTuner, tuner_settings
 from components.validation_components import DriftValidator, ValidationGate
-from contract import LABEL
+from contract import LABEL, REQUEST_ID
 from pipelines.kserve_push import pusher_custom_config
 from pipelines.platforms import LocalPlatform, Platform, absolute
 from settings import PipelineConfig
@@ -22,25 +24,29 @@ RUN_FN = "components.trainer.run_fn"
 SCHEMA_FILE = "package://contract/schema.pbtxt"
 
 
+def _bar(lower: float, max_drop: float) -> tfma.MetricThreshold:
+    """At least `lower`, and at most `max_drop` below the blessed baseline on the same rows."""
+    return tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop}
+        ),
+    )
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """Blessing rules: overall AUC clears min_auc and drops at most max_auc_drop vs the blessed
-    baseline; each slice (device) clears min_slice_auc when set. Thresholds are per slice in TFMA:
-    a bare MetricConfig threshold would hold every small slice to the overall bar."""
+    """Blessing rules, on both what the model scores and what the shop shows: overall AUC clears
+    min_auc and drops at most max_auc_drop vs the blessed baseline; each slice (device) clears
+    min_slice_auc when set; NDCG@k per request (query_key = request_id, gain = the label) clears
+    min_ndcg and drops at most max_ndcg_drop. Thresholds are per slice in TFMA: a bare
+    MetricConfig threshold would hold every small slice to the overall bar. NDCG has its own
+    MetricsSpec because a query_key groups every metric of its spec by request."""
     evaluation = config.evaluation
     overall = tfma.SlicingSpec()
     slices = [tfma.SlicingSpec(feature_keys=[name]) for name in evaluation.slice_features]
     auc_thresholds = [
         tfma.PerSliceMetricThreshold(
-            slicing_specs=[overall],
-            threshold=tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(
-                    lower_bound={"value": evaluation.min_auc}
-                ),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                    absolute={"value": -evaluation.max_auc_drop},
-                ),
-            ),
+            slicing_specs=[overall], threshold=_bar(evaluation.min_auc, evaluation.max_auc_drop)
         )
     ]
     if evaluation.min_slice_auc is not None and slices:
@@ -54,6 +60,18 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 ),
             )
         )
+    # k goes in the spec's binarize.top_k_list, not the metric's config: TFMA keys thresholds by
+    # the spec's sub keys, and a bare "ndcg" key is never computed ("Metric not found").
+    ndcg = tfma.MetricConfig(
+        class_name="NDCG",
+        config=json.dumps({"gain_key": LABEL}),
+        per_slice_thresholds=[
+            tfma.PerSliceMetricThreshold(
+                slicing_specs=[overall],
+                threshold=_bar(evaluation.min_ndcg, evaluation.max_ndcg_drop),
+            )
+        ],
+    )
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=LABEL)],
         slicing_specs=[overall, *slices],
@@ -74,7 +92,12 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 per_slice_thresholds={
                     "auc": tfma.PerSliceMetricThresholds(thresholds=auc_thresholds)
                 },
-            )
+            ),
+            tfma.MetricsSpec(
+                query_key=REQUEST_ID,
+                binarize=tfma.BinarizationOptions(top_k_list={"values": [evaluation.ndcg_k]}),
+                metrics=[ndcg],
+            ),
         ],
     )
 

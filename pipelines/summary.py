@@ -1,5 +1,5 @@
 """What a run produced, read back from ML Metadata: stages, metrics, blessing, push, and the best
-AUC reachable on the eval rows when the data's source knows it.
+AUC and NDCG@k reachable on the eval rows when the data's source knows them.
 
 The ceiling comes from a plugin, not an import: a data source that knows its ground truth (the
 simulator) registers a function under the entry-point group `shop_ranking.ceilings`
@@ -22,23 +22,25 @@ from pipelines.metadata import custom_property, latest_run, open_store
 from settings import PipelineConfig
 
 CEILING_ENTRY_POINTS = "shop_ranking.ceilings"
-# The eval rows handed to a ceiling: every column of the export but the ids (types from the schema).
+# The eval rows handed to a ceiling: every column of the export but the impression and user ids
+# (types from the schema); request_id stays, it groups the rows into lists for NDCG@k.
 _EVAL_COLUMNS = tuple(c for c in contract.COLUMNS if c not in ("impression_id", "user_id"))
 
 
 def known_ceiling(
-    data_root: str, span: int, rows: Mapping[str, np.ndarray], labels: np.ndarray
-) -> float | None:
-    """The best AUC any model can reach on these rows, from the first registered ceiling that
-    knows data_root (each returns None for data it did not write); None when none does."""
+    data_root: str, span: int, rows: Mapping[str, np.ndarray], labels: np.ndarray, ndcg_k: int
+) -> dict[str, float] | None:
+    """The best AUC and NDCG@ndcg_k any model can reach on these rows ({"auc", "ndcg"}), from the
+    first registered ceiling that knows data_root (each returns None for data it did not write);
+    None when none does."""
     for entry in sorted(entry_points(group=CEILING_ENTRY_POINTS), key=lambda e: e.name):
         try:
             ceiling = entry.load()
         except ImportError:  # registered, but its package is not installed here
             continue
-        value = ceiling(data_root, span, rows, labels)
-        if value is not None:
-            return float(value)
+        values = ceiling(data_root, span, rows, labels, ndcg_k)
+        if values is not None:
+            return {name: float(value) for name, value in values.items()}
     return None
 
 
@@ -53,6 +55,8 @@ class RunSummary:
     tuning: dict | None = None  # KatibTuner's report (components/tuning/report.py)
     eval_rows: int | None = None
     bayes_auc: float | None = None
+    bayes_ndcg: float | None = None
+    ndcg_k: int | None = None
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
@@ -72,8 +76,23 @@ class RunSummary:
             return None
         return self.bayes_auc - self.metrics["auc"]
 
+    @property
+    def ndcg(self) -> float | None:
+        """The candidate's NDCG@k per request, from TFMA."""
+        return self.metrics.get(f"ndcg@{self.ndcg_k}")
+
+    @property
+    def ndcg_gap(self) -> float | None:
+        if self.bayes_ndcg is None or self.ndcg is None:
+            return None
+        return self.bayes_ndcg - self.ndcg
+
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "auc_gap": self.auc_gap}, indent=2, sort_keys=True)
+        return json.dumps(
+            {**asdict(self), "auc_gap": self.auc_gap, "ndcg_gap": self.ndcg_gap},
+            indent=2,
+            sort_keys=True,
+        )
 
 
 def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarray]:
@@ -108,6 +127,13 @@ def read_eval_rows(examples_uri: str, split: str = "eval") -> dict[str, np.ndarr
 Metrics = tuple[dict[str, float], dict[str, dict[str, float]]]  # overall, by slice
 
 
+def _metric_name(key) -> str:
+    """TFMA's metric name, with "@k" for a top-k metric (NDCG's key is "ndcg", top_k 10)."""
+    if key.HasField("sub_key") and key.sub_key.HasField("top_k"):
+        return f"{key.name}@{key.sub_key.top_k.value}"
+    return key.name
+
+
 def tfma_metrics_by_model(evaluation_uri: str) -> dict[str, Metrics]:
     """Overall and per-slice metrics of each model the Evaluator scored, in one pass:
     "candidate" and, when it compared with one, "baseline" (the latest blessed model, same rows)."""
@@ -122,7 +148,7 @@ def tfma_metrics_by_model(evaluation_uri: str) -> dict[str, Metrics]:
                 continue
             overall, by_slice = found.setdefault(item.key.model_name or "candidate", ({}, {}))
             values = overall if name == "Overall" else by_slice.setdefault(name, {})
-            values[item.key.name] = float(item.value.double_value.value)
+            values[_metric_name(item.key)] = float(item.value.double_value.value)
     return found
 
 
@@ -135,6 +161,7 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     """Reads the newest run of config.name from ML Metadata into a RunSummary."""
     summary = RunSummary(
         pipeline=config.name,
+        ndcg_k=config.evaluation.ndcg_k,
         error=str(error) if error else None,
         pipeline_root=os.path.abspath(config.pipeline_root),
         metadata_path=os.path.abspath(config.metadata_path),
@@ -171,9 +198,15 @@ def summarize(config: PipelineConfig, error: BaseException | None = None) -> Run
     if summary.examples_uri and summary.span is not None and summary.metrics:
         rows = read_eval_rows(summary.examples_uri)
         summary.eval_rows = int(len(rows[contract.LABEL]))
-        summary.bayes_auc = known_ceiling(  # None: no source knows this data's ceiling
-            os.path.abspath(config.data.root), summary.span, rows, rows[contract.LABEL]
+        ceiling = known_ceiling(  # None: no source knows this data's ceiling
+            os.path.abspath(config.data.root),
+            summary.span,
+            rows,
+            rows[contract.LABEL],
+            config.evaluation.ndcg_k,
         )
+        if ceiling is not None:
+            summary.bayes_auc, summary.bayes_ndcg = ceiling["auc"], ceiling["ndcg"]
     return summary
 
 
@@ -202,6 +235,15 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
                 f"  eval ({summary.eval_rows:,} rows): AUC {auc:.4f} | Bayes-optimal AUC "
                 f"{summary.bayes_auc:.4f} | gap {summary.auc_gap:.4f} ({verdict} {max_gap})"
             )
+        k, ndcg = summary.ndcg_k, summary.ndcg
+        if ndcg is not None and summary.ndcg_gap is None:
+            lines.append(f"  NDCG@{k} per request {ndcg:.4f} (ceiling unknown)")
+        elif ndcg is not None:
+            verdict = "within" if summary.ndcg_gap <= max_gap else "OUTSIDE"
+            lines.append(
+                f"  NDCG@{k} per request {ndcg:.4f} | Bayes-optimal NDCG@{k} "
+                f"{summary.bayes_ndcg:.4f} | gap {summary.ndcg_gap:.4f} ({verdict} {max_gap})"
+            )
         lines.append(
             f"  log loss {m.get('binary_crossentropy', float('nan')):.4f} | calibration "
             f"(mean prediction / mean label) {m.get('calibration', float('nan')):.3f}"
@@ -209,14 +251,19 @@ def render(summary: RunSummary, seconds: float | None = None, max_gap: float = A
         for name, values in sorted(summary.metrics_by_slice.items()):
             lines.append(
                 f"    {name}: AUC {values.get('auc', float('nan')):.4f}, "
+                f"NDCG@{k} {values.get(f'ndcg@{k}', float('nan')):.4f}, "
                 f"n={values.get('example_count', 0):.0f}"
             )
     if summary.baseline_metrics.get("auc") is not None and m:
         base = summary.baseline_metrics["auc"]
-        lines.append(
+        line = (
             f"  previous blessed model on the same rows: AUC {base:.4f} "
             f"(this model {m.get('auc', float('nan')) - base:+.4f})"
         )
+        base_ndcg = summary.baseline_metrics.get(f"ndcg@{summary.ndcg_k}")
+        if base_ndcg is not None and summary.ndcg is not None:
+            line += f", NDCG@{summary.ndcg_k} {base_ndcg:.4f} ({summary.ndcg - base_ndcg:+.4f})"
+        lines.append(line)
     if summary.tuning:
         lines.extend(render_tuning(summary.tuning))
     if summary.blessed is not None:

@@ -3,9 +3,11 @@
 Reads the server's request log (one line per scored instance, tagged with variant and version)
 and the outcomes by instance id (the simulator's `purchased` column, joined on impression_id).
 Per variant: instances, users, version(s), mean score, and on the labelled share the purchase
-rate, AUC, log loss and calibration (mean score / purchase rate). The AUC difference comes with a
-seeded bootstrap 95% interval, because a few thousand impressions rarely settle an A/B test.
-Pure numpy, so it runs in either environment.
+rate, AUC, log loss and calibration (mean score / purchase rate), and NDCG@k of each request's
+labelled rows ranked by the variant's scores (contract.ranking, grouped by the span's request_id;
+a variant is assigned per user, so a request is scored by one variant). The AUC difference comes
+with a seeded bootstrap 95% interval, because a few thousand impressions rarely settle an A/B
+test. Pure numpy, so it runs in either environment.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from contract import REQUEST_ID
+from contract.ranking import ndcg_at_k
 from serving.request_log import read_log
 
 
@@ -54,6 +58,19 @@ def read_outcomes(span_dir: str, id_field: str = "impression_id", label: str = "
     return outcomes
 
 
+def read_request_ids(span_dir: str, id_field: str = "impression_id") -> dict[str, str]:
+    """id -> request_id from every CSV of a span folder; empty when the export has no requests."""
+    requests: dict[str, str] = {}
+    for path in sorted(glob.glob(os.path.join(span_dir, "*.csv"))):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if REQUEST_ID not in (reader.fieldnames or []):
+                return {}
+            for row in reader:
+                requests[row[id_field]] = row[REQUEST_ID]
+    return requests
+
+
 def quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     eps = 1e-7
     clipped = np.clip(p, eps, 1 - eps)
@@ -87,7 +104,12 @@ def _bootstrap_auc_diff(
 
 
 def build_report(
-    log_path: str, outcomes: dict[str, int], rounds: int = 200, seed: int = 0
+    log_path: str,
+    outcomes: dict[str, int],
+    rounds: int = 200,
+    seed: int = 0,
+    requests: dict[str, str] | None = None,
+    ndcg_k: int = 10,
 ) -> dict[str, Any]:
     records = read_log(log_path)
     if not records:
@@ -97,18 +119,27 @@ def build_report(
     for name in sorted({r["variant"] or "all" for r in records}):
         rows = [r for r in records if (r["variant"] or "all") == name]
         scores = np.array([r["score"] for r in rows], dtype=float)
-        known = [(outcomes[r["id"]], r["score"]) for r in rows if r.get("id") in outcomes]
+        known = [(outcomes[r["id"]], r["score"], r["id"]) for r in rows if r.get("id") in outcomes]
         y = np.array([k[0] for k in known], dtype=float)
         p = np.array([k[1] for k in known], dtype=float)
         labelled[name] = (y, p)
+        grouped = [(k[0], k[1], requests[k[2]]) for k in known if requests and k[2] in requests]
+        ranking = ndcg_at_k(
+            np.array([g[1] for g in grouped]),
+            np.array([g[0] for g in grouped]),
+            np.array([g[2] for g in grouped]),
+            ndcg_k,
+        )
         variants[name] = {
             "versions": sorted({r["version"] for r in rows}, key=int),
             "instances": len(rows),
             "users": len({r["features"].get("user_id") for r in rows}),
             "mean_score": float(scores.mean()),
             **quality(y, p),
+            "ndcg": None if np.isnan(ranking.ndcg) else ranking.ndcg,
+            "ndcg_requests": ranking.requests,
         }
-    report: dict[str, Any] = {"log": log_path, "variants": variants}
+    report: dict[str, Any] = {"log": log_path, "ndcg_k": ndcg_k, "variants": variants}
     if {"control", "candidate"} <= set(variants):
         a, b = variants["control"], variants["candidate"]
         if a["auc"] is not None and b["auc"] is not None:
@@ -121,12 +152,12 @@ def build_report(
 
 def render(report: dict[str, Any]) -> str:
     cols = ["versions", "instances", "users", "mean_score", "labelled", "purchase_rate", "auc",
-            "log_loss", "calibration"]  # fmt: skip
+            "log_loss", "calibration", "ndcg", "ndcg_requests"]  # fmt: skip
     lines = ["variant    " + " ".join(f"{c:>13}" for c in cols)]
     for name, v in report["variants"].items():
         cells = []
         for c in cols:
-            value = v[c]
+            value = v.get(c)
             if isinstance(value, float):
                 cells.append(f"{value:>13.4f}")
             elif isinstance(value, list):
@@ -138,6 +169,7 @@ def render(report: dict[str, Any]) -> str:
         ci = report.get("auc_difference_95ci")
         ci_text = f" (95% bootstrap interval {ci[0]:+.4f} .. {ci[1]:+.4f})" if ci else ""
         lines.append(f"AUC candidate - control: {report['auc_difference']:+.4f}{ci_text}")
+    lines.append(f"ndcg: NDCG@{report.get('ndcg_k', 10)} per request of the labelled rows")
     return "\n".join(lines)
 
 

@@ -104,11 +104,23 @@ def _replay(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _ab_report(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from serving.ab_report import build_report, read_outcomes, render, write_report
+    from serving.ab_report import (
+        build_report,
+        read_outcomes,
+        read_request_ids,
+        render,
+        write_report,
+    )
 
     log = args.log or config.request_log_path
     span_dir = os.path.join(config.data.root, f"span-{args.span}")
-    report = build_report(log, read_outcomes(span_dir), seed=args.seed)
+    report = build_report(
+        log,
+        read_outcomes(span_dir),
+        seed=args.seed,
+        requests=read_request_ids(span_dir),
+        ndcg_k=config.evaluation.ndcg_k,
+    )
     print(render(report))
     output = args.output or str(Path(log).with_suffix(".ab_report.json"))
     write_report(report, output)

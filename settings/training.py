@@ -66,5 +66,15 @@ class EvaluationConfig(Section):
     min_slice_auc: float | None = Field(
         0.70, ge=0, le=1, description="bar for every slice (e.g. each device); None = overall only"
     )
+    ndcg_k: int = Field(10, ge=1, le=100, description="list length of the ranking metric NDCG@k")
+    min_ndcg: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="bar for NDCG@k per request (random order scores about 0.50 on 10-product pages)",
+    )
+    max_ndcg_drop: float = Field(
+        0.03, ge=0, description="allowed NDCG@k loss vs the latest blessed model"
+    )
     compare_with_blessed_baseline: bool = True
     slice_features: list[str] = Field(default_factory=lambda: ["device"])

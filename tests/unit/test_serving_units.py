@@ -201,8 +201,11 @@ def test_ab_report_compares_variants_on_their_outcomes(tmp_path):
             f.write(json.dumps({"variant": variant, "version": "2" if variant == ab.CANDIDATE
                                 else "1", "id": f"i{i}", "features": {"user_id": user},
                                 "score": score}) + "\n")  # fmt: skip
-    report = build_report(str(path), outcomes, rounds=100)
+    requests = {f"i{i}": f"r{i % 300}-{i // 900}" for i in range(2000)}  # a user's pages
+    report = build_report(str(path), outcomes, rounds=100, requests=requests, ndcg_k=10)
     control, candidate = report["variants"]["control"], report["variants"]["candidate"]
+    assert candidate["ndcg"] > control["ndcg"] and control["ndcg_requests"] > 50
+    assert build_report(str(path), outcomes, rounds=10)["variants"]["control"]["ndcg"] is None
     assert (control["versions"], candidate["versions"]) == (["1"], ["2"])
     assert control["labelled"] + candidate["labelled"] == 2000
     assert candidate["auc"] > control["auc"]
