@@ -165,7 +165,13 @@ def _ArrowCsvToExample(pipeline: beam.Pipeline, exec_properties: dict, split_pat
         | "MergeKinds" >> beam.CombineGlobally(merge_kinds)
     )
     examples = paths | "Encode" >> beam.FlatMap(encode_file, kinds=beam.pvalue.AsSingleton(kinds))
-    if _partition_feature(exec_properties):
+    if partition := _partition_feature(exec_properties):
+        for path in files:  # TFX's split would fail deep in Beam: name the file here
+            if partition not in (names := _header(path)):
+                raise CsvFormatError(
+                    f"{path}: no {partition!r} column, which the train/eval split hashes "
+                    f"(split_config.partition_feature_name); the file's columns: {sorted(names)}"
+                )
         # TFX's split reads a partition feature only from tf.train.Example objects, not bytes.
         examples = examples | "AsExamples" >> beam.Map(tf.train.Example.FromString)
     return examples

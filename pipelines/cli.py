@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "score":
         return _score(config, args)
 
+    from components.arrow_csv import CsvFormatError
     from components.validation import DataValidationError
     from pipelines.local_runner import run_local
     from pipelines.spans import SpanError
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpanError as err:
         print(f"shop-pipeline: {err}", file=sys.stderr)
         return 2
-    except DataValidationError as err:
+    except (DataValidationError, CsvFormatError) as err:  # bad data: the summary says STOPPED
         summary = summarize(config, error=err)
         _write(config.summary_path, summary.to_json())
         print(render(summary, time.perf_counter() - started), flush=True)

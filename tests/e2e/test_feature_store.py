@@ -91,6 +91,7 @@ def training_rows() -> pd.DataFrame:
         rows.append(
             {
                 "impression_id": impression_id,
+                "request_id": f"r-{impression_id}",  # one page per impression here
                 "user_id": user,
                 "product_id": product,
                 **{k: p[k] for k in ("category", "brand", "price", "on_sale", "rating")},
@@ -128,7 +129,8 @@ def lake(tmp_path):
     staged.mkdir(parents=True)
     pd.DataFrame(
         [
-            {"event_time": when, "impression_id": i, "user_id": u, "product_id": p,
+            {"event_time": when, "impression_id": i, "request_id": f"r-{i}", "user_id": u,
+             "product_id": p,
              "hour": int((when - EPOCH_S) // 3600), **CONTEXT}
             for i, (u, p, when, _) in IMPRESSIONS.items()
         ]

@@ -36,6 +36,7 @@ def write_export(root: Path, span: int, rows: int, seed: int) -> None:
     frame = pd.DataFrame(
         {
             contract.EXAMPLE_ID: [f"own-{span}-{i}" for i in range(rows)],
+            contract.REQUEST_ID: [f"own-{span}-r{i // 8}" for i in range(rows)],  # pages of 8
             "user_id": [f"u{u}" for u in rng.integers(0, 400, rows)],
             "product_id": [f"p{p}" for p in rng.integers(0, 300, rows)],
             "category": np.asarray(contract.CATEGORIES)[category],
