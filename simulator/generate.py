@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,12 @@ class SimulationOptions:
     @property
     def n_products(self) -> int:
         return self.products or int(np.clip(self.rows_per_span // 50, 100, 50_000))
+
+    def same_shop(self, **changes) -> SimulationOptions:
+        """These options with `changes` (more traffic, other spans, drift) and this shop's users
+        and products pinned: the shop's size follows rows_per_span, and traffic from another
+        shop would look like skew against a model trained on this one."""
+        return replace(self, **{"users": self.n_users, "products": self.n_products, **changes})
 
     def drift_for(self, span: int) -> float:
         return self.drift if span >= self.drift_from_span else 0.0

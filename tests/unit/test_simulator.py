@@ -24,6 +24,18 @@ def test_same_seed_same_rows_other_seed_other_rows():
     assert not a.equals(c)
 
 
+def test_same_shop_keeps_users_and_products_whatever_the_traffic():
+    """More traffic from a run's options is the same shop (the notebooks' served days): without
+    pinning, the shop's size follows rows_per_span and the prices differ from the training data."""
+    trained = SimulationOptions(rows_per_span=4000, seed=3)
+    more = trained.same_shop(rows_per_span=16_000, spans=3)
+    assert (more.rows_per_span, more.spans, more.seed) == (16_000, 3, 3)
+    assert (more.n_users, more.n_products) == (trained.n_users, trained.n_products)
+    assert np.array_equal(build_shop(more).product_price, build_shop(trained).product_price)
+    unpinned = SimulationOptions(rows_per_span=16_000, seed=3)
+    assert unpinned.n_products != trained.n_products
+
+
 def test_columns_domains_and_label_statistics():
     frame, report = generate_span(SimulationOptions(rows_per_span=50_000), 1)
     assert tuple(frame.columns) == contract.COLUMNS
