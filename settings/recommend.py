@@ -55,6 +55,12 @@ class RecommendConfig(Section):
         gt=0,
         description="the feature server's and the predictor's answer time (then a 503, retry-after)",
     )
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        description="requests in flight per transformer replica; above it a 503 with Retry-After "
+        "(each holds one predictor call and two feature-server reads)",
+    )
     log_served: bool = Field(
         True, description="one JSON line per answered request: the list, positions, version"
     )
@@ -80,6 +86,7 @@ TRANSFORMER_FLAG_FIELDS = (
     "catalog_refresh_s",
     "scoring_position",
     "timeout_s",
+    "max_concurrency",
 )
 
 
