@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class Consumer:
         self._last_tag: int | None = None
         self._sealed_ids: dict[int, set[str]] = {}
         self._seq = 0
+        # A batch file is never replaced: the same consumer id started again (a restarted pod, the
+        # next day's `features.play`) counts its batches from 1 again, and a name without this
+        # process's token once overwrote the earlier run's feature logs (notebook 08 found it).
+        self._run = uuid.uuid4().hex[:8]
         self._stopping = False
 
     # -- the broker ---------------------------------------------------------------------------
@@ -212,7 +217,7 @@ class Consumer:
         """Writes the open batch to the lake and the online store, then acknowledges it."""
         if self._batch:
             self._seq += 1
-            batch_id = f"{self.id}-{self._seq:06d}-{self._last_tag}"
+            batch_id = f"{self.id}-{self._run}-{self._seq:06d}-{self._last_tag}"
             by_kind: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
             for event in self._batch:
                 kind = event["type"]

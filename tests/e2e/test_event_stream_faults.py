@@ -54,10 +54,12 @@ class Stream:
         self.broker, self.lake, self.overrides, self.name = broker, lake, overrides, name
         self.procs: list[subprocess.Popen] = []
 
-    def consumer(self, *extra: str) -> subprocess.Popen:
+    def consumer(self, *extra: str, consumer_id: str | None = None) -> subprocess.Popen:
         log = open(self.lake / f"consumer-{len(self.procs) + 1}.log", "w")
         proc = subprocess.Popen(
-            consumer_command(self.overrides, f"--id=c{len(self.procs) + 1}", *extra),
+            consumer_command(
+                self.overrides, f"--id={consumer_id or f'c{len(self.procs) + 1}'}", *extra
+            ),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -76,6 +78,15 @@ class Stream:
         out, _ = proc.communicate(timeout=timeout_s)
         assert proc.returncode == 0, self.log(self.procs.index(proc))
         return json.loads(out.strip().splitlines()[-1])
+
+    def ready(self) -> int:
+        """Messages waiting in the queue (not yet handed to a consumer)."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.broker.url))
+        try:
+            declared = connection.channel().queue_declare(f"q.{self.name}", passive=True)
+            return declared.method.message_count
+        finally:
+            connection.close()
 
     def dead_letters(self) -> list[tuple[bytes, str]]:
         connection = pika.BlockingConnection(pika.URLParameters(self.broker.url))
@@ -122,6 +133,35 @@ def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(stream, day):
     report = json.loads((stream.lake / "_stream" / f"span-{SPAN}" / "seal.json").read_text())
     assert report["missing_impressions"] == 0 and report["missing_purchases"] == 0
     assert stream.dead_letters() == []
+
+
+def test_a_consumer_restarted_under_its_name_keeps_every_batch_it_wrote_before(stream, day):
+    """A pod restarted with the same consumer id counts its batches from 1 again: its files must
+    not replace the first run's (they once did: the feature logs lost the earlier day, and the
+    online store then did not know those users)."""
+    first = stream.consumer("--set=stream.batch_size=200", consumer_id="c1")
+    half = len(day.events) // 2
+    stream.publish(day.events[:half])
+    deadline = time.monotonic() + 60
+    while stream.ready() and time.monotonic() < deadline:  # the first half is with the consumer
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)  # finishes and acknowledges its open batch, then leaves
+    stream.finish(first)
+    again = stream.consumer(
+        f"--exit-after-seal={SPAN}", "--set=stream.batch_size=200", consumer_id="c1"
+    )
+    stream.publish(day.events[half:])
+    stream.finish(again)
+    assert_exactly_the_simulated_rows(stream, day)
+    logged = {
+        view: len(pd.read_parquet(stream.lake / "features" / view))
+        for view in ("user_profile", "product_catalog")
+    }
+    published = {
+        view: sum(e["type"] == kind for e in day.events)
+        for kind, view in (("user", "user_profile"), ("product", "product_catalog"))
+    }
+    assert logged == published
 
 
 def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(stream, day):
