@@ -11,10 +11,12 @@ is started with the command its container runs, in its own environment: Feast in
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,9 +36,25 @@ class Stack:
     served_log: str | None
     logs: Path
     processes: dict[str, subprocess.Popen]  # feature-server, predictor, transformer
+    config_args: list[str] = field(default_factory=list)  # the features CLI's, with this Redis
 
     def endpoint(self, model_name: str) -> str:
         return f"{self.url}/v1/models/{model_name}:predict"
+
+    def feature_rows(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """What Feast's SDK reads from this stack's online store for each (user_id, product_id)
+        pair (`shop-features online --pairs`, one process): the rows the transformer must have
+        built, read without the transformer, for the tests and the notebooks to check against."""
+        path = self.logs / f"pairs-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(json.dumps([list(p) for p in pairs]))
+        try:
+            done = subprocess.run(
+                _features_cli(self.config_args, "online", "--pairs", str(path)),
+                env=server_env(), check=True, capture_output=True, text=True,
+            )  # fmt: skip
+        finally:
+            path.unlink(missing_ok=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _features_cli(config_args: list[str], *args: str) -> list[str]:
@@ -110,7 +128,7 @@ def recommend_stack(
         ready = _http_ready(f"{url}/v2/health/ready")
         wait_until(ready, "transformer", children["transformer"], log, 120)
         say(f"recommend: transformer {url}")
-        yield Stack(url, predictor_url, feature_url, redis, served_log, root, children)
+        yield Stack(url, predictor_url, feature_url, redis, served_log, root, children, args)
     finally:
         for child in reversed(children.values()):
             end_process(child, 30.0)

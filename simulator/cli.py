@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 from simulator.generate import CHUNK_ROWS, SimulationOptions, SpanReport, build_shop, write_dataset
 
@@ -57,6 +58,33 @@ def add_shop_options(parser: argparse.ArgumentParser, verb: str) -> None:
         action="append",
         help="span(s) with the label shift (default: the last one)",
     )
+    parser.add_argument(
+        "--shop-rows",
+        type=int,
+        help="the users and products of the shop with this many rows per span (its size follows "
+        "the rows): another volume of the same shop, e.g. a day streamed to a model trained on it",
+    )
+
+
+def shop_options(args: argparse.Namespace, **extra) -> SimulationOptions:
+    """SimulationOptions from add_shop_options' arguments (ValueError names a bad one)."""
+    options = SimulationOptions(
+        rows_per_span=args.rows,
+        spans=max([args.spans, *(args.only_span or [])]),
+        seed=args.seed,
+        drift=args.drift,
+        drift_from_span=args.drift_from_span,
+        label_shift=args.label_shift,
+        label_shift_spans=tuple(args.label_shift_span or ()),
+        **extra,
+    )
+    if args.shop_rows is None:
+        return options
+    try:
+        shop = replace(options, rows_per_span=args.shop_rows)
+    except ValueError as err:
+        raise ValueError(f"--shop-rows: {err}") from None
+    return shop.same_shop(rows_per_span=args.rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,16 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return stream_main(argv[1:])
     args = parse_args(argv)
     try:
-        options = SimulationOptions(
-            rows_per_span=args.rows,
-            spans=max([args.spans, *(args.only_span or [])]),
-            seed=args.seed,
-            drift=args.drift,
-            drift_from_span=args.drift_from_span,
+        options = shop_options(
+            args,
             corrupt_fraction=args.corrupt_fraction,
             corrupt_spans=tuple(args.corrupt_span or ()),
-            label_shift=args.label_shift,
-            label_shift_spans=tuple(args.label_shift_span or ()),
         )
     except ValueError as err:
         print(f"shop-sim: {err}", file=sys.stderr)
@@ -133,15 +155,7 @@ def stream_main(argv: list[str]) -> int:
     try:
         if args.rate is not None and not args.rate > 0:
             raise ValueError(f"rate must be > 0 events/s, got {args.rate}")
-        options = SimulationOptions(
-            rows_per_span=args.rows,
-            spans=max([args.spans, *(args.only_span or [])]),
-            seed=args.seed,
-            drift=args.drift,
-            drift_from_span=args.drift_from_span,
-            label_shift=args.label_shift,
-            label_shift_spans=tuple(args.label_shift_span or ()),
-        )
+        options = shop_options(args)
     except ValueError as err:
         print(f"shop-sim stream: {err}", file=sys.stderr)
         return 2

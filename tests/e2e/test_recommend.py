@@ -22,7 +22,8 @@ import pytest
 from e2e_data import SEED, config_for
 from repo_paths import REPO_ROOT
 
-from features.play import FEATURES_PYTHON, play
+import contract
+from features.play import play
 from serving.stack import recommend_stack
 from settings import load_config
 
@@ -115,28 +116,12 @@ def test_the_transformers_rows_are_the_feature_stores_own(stack):
     answer = ask(stack, {"user_id": user, "context": CONTEXT, "k": 40, "candidates": candidates})
     served = {p["product_id"]: p["score"] for p in answer["products"]}
     assert set(served) == set(candidates) and answer["candidates_from"] == "request"
-    script = (
-        "import json, sys\n"
-        "from settings import load_config\n"
-        "from features.store import MODEL_FEATURES, online_features, open_store\n"
-        "args = json.loads(sys.argv[1])\n"
-        "config = load_config('local', args['overrides'])\n"
-        "frame = online_features(open_store(config), [args['user']] * len(args['ids']), args['ids'])\n"
-        "print(frame[['user_id', 'product_id', *MODEL_FEATURES]].to_json(orient='records'))\n"
-    )
-    payload = {
-        "overrides": [a.removeprefix("--set=") for a in config_args]
-        + [f"stream.redis={running.redis.address}"],
-        "user": user,
-        "ids": candidates,
-    }
-    rows = json.loads(
-        subprocess.run(
-            [str(FEATURES_PYTHON), "-c", script, json.dumps(payload)],
-            check=True, capture_output=True, text=True, cwd=REPO_ROOT,
-        ).stdout.strip().splitlines()[-1]
-    )  # fmt: skip
-    instances = [{**row, **CONTEXT, "position": config.recommend.scoring_position} for row in rows]
+    rows = running.feature_rows([(user, p) for p in candidates])
+    instances = [
+        {**{c: v for c, v in row.items() if c in contract.COLUMNS}, **CONTEXT,
+         "position": config.recommend.scoring_position}
+        for row in rows
+    ]  # fmt: skip
     url = f"{running.predictor_url}/v1/models/{config.serving.model_name}:predict"
     reference = httpx.post(url, json={"instances": instances}, timeout=30).json()["predictions"]
     for row, score in zip(rows, reference, strict=True):

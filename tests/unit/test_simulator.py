@@ -36,6 +36,21 @@ def test_same_shop_keeps_users_and_products_whatever_the_traffic():
     assert unpinned.n_products != trained.n_products
 
 
+def test_shop_rows_plays_another_volume_of_the_same_shop_and_rejects_a_bad_one(tmp_path, capsys):
+    """`--shop-rows N` is same_shop from the CLI: a 3,000-row day of the 20,000-row shop's users
+    and products (notebook 08 streams days to the model 02 trained)."""
+    from simulator.cli import parse_stream_args, shop_options
+
+    base = ["--broker", "amqp://x", "--out", str(tmp_path), "--rows", "3000"]
+    day = shop_options(parse_stream_args([*base, "--shop-rows", "20000", "--seed", "5"]))
+    trained = SimulationOptions(rows_per_span=20_000, seed=5)
+    assert day.rows_per_span == 3000
+    assert (day.n_users, day.n_products) == (trained.n_users, trained.n_products)
+    assert shop_options(parse_stream_args(base)).n_products == 100  # its own, smaller shop
+    assert sim_main(["--out", str(tmp_path / "bad"), "--rows", "3000", "--shop-rows", "5"]) == 2
+    assert "--shop-rows: rows_per_span must be >= 10, got 5" in capsys.readouterr().err
+
+
 def test_columns_domains_and_label_statistics():
     frame, report = generate_span(SimulationOptions(rows_per_span=50_000), 1)
     assert tuple(frame.columns) == contract.COLUMNS
