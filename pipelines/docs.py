@@ -21,12 +21,12 @@ TIMEOUT_S = 900  # per cell
 
 
 def notebooks() -> list[Path]:
-    """Numbered notebooks in reading order (02 runs the pipeline that 03-07 then read back)."""
+    """Numbered notebooks in reading order (02 runs the pipeline that 03-08 then read back)."""
     return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 def ci_parameters(work_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Small-data parameters per notebook. 02 runs the pipeline once; 03-07 get the same
+    """Small-data parameters per notebook. 02 runs the pipeline once; 03-08 get the same
     pipeline parameters and read that run back from ML Metadata (its metrics, Transform output
     and pushed model) instead of running it again."""
     work = Path(work_dir)
@@ -62,6 +62,13 @@ def ci_parameters(work_dir: str | Path) -> dict[str, dict[str, Any]]:
             "min_live_auc": 0.6,
             "max_calibration_error": 0.5,
             "retrain": "off",  # the trigger confirms and alerts; the e2e tier runs a retrain
+        },
+        # 300 pages a day of 02's shop (100 products): every judged request's pool is the catalog
+        "08_recommendations": {
+            **pipeline,
+            "day_rows": 3000,
+            "judged_users": 40,
+            "max_ndcg_gap": 0.12,  # as 03's: ~50 eval pages
         },
     }
 

@@ -16,7 +16,7 @@ from repo_paths import REPO_ROOT
 
 from pipelines.docs import KERNEL_NAME, notebooks
 
-# One xdist worker runs the notebooks in order: 03-07 reuse 02's run (tests/conftest.py).
+# One xdist worker runs the notebooks in order: 03-08 reuse 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")
 
 

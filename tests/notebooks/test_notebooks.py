@@ -9,7 +9,7 @@ from repo_paths import REPO_ROOT
 
 from pipelines.docs import KERNEL_NAME, ci_parameters, execute, notebooks
 
-# One xdist worker runs the notebooks in order: 03-07 reuse 02's run (tests/conftest.py).
+# One xdist worker runs the notebooks in order: 03-08 reuse 02's run (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("notebooks")
 
 EXECUTED = REPO_ROOT / "outputs" / "notebooks" / "executed"
@@ -23,11 +23,12 @@ READING_ORDER = [
     "05_kubeflow",
     "06_serving_and_ab",
     "07_monitoring_and_retraining",
+    "08_recommendations",
 ]
 
 
 def test_there_are_notebooks_in_reading_order():
-    """One notebook per stage of the story; 03-07 read back the run 02 makes, so order matters."""
+    """One notebook per stage of the story; 03-08 read back the run 02 makes, so order matters."""
     assert [n.stem for n in notebooks()] == READING_ORDER
     assert list(ci_parameters("/tmp")) == READING_ORDER
 
