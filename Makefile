@@ -228,7 +228,7 @@ test-unit: $(VENV)/.installed
 test-e2e: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed images
 	$(PYTEST) -m e2e
 
-test-notebooks: $(VENV)/.installed $(SERVING_VENV)/.installed
+test-notebooks: $(VENV)/.installed $(SERVING_VENV)/.installed $(FEATURES_VENV)/.installed
 	$(PYTEST) -m notebooks
 
 # The docs site (mkdocs.yml, docs/build.py): README, docs/ and the notebooks as the test tier
