@@ -89,17 +89,34 @@ def _serve(config: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _online(config: PipelineConfig, args: argparse.Namespace) -> int:
-    from features.store import online_features, open_store
+def _read_pairs(path: str) -> tuple[list[str], list[str]]:
+    """The users and products of a JSON file of [user_id, product_id] pairs; ValueError names
+    the file and what is wrong with it."""
+    try:
+        pairs = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--pairs {path}: {err}") from None
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(i, str) for i in p) for p in pairs
+    ):
+        raise ValueError(f"--pairs {path}: expected a JSON list of [user_id, product_id] strings")
+    return [u for u, _ in pairs], [p for _, p in pairs]
 
+
+def _online(config: PipelineConfig, args: argparse.Namespace) -> int:
     if args.pairs:  # one Feast start for many rows (a notebook judging served lists)
-        pairs = json.loads(Path(args.pairs).read_text())
-        users, products = [str(u) for u, _ in pairs], [str(p) for _, p in pairs]
+        try:
+            users, products = _read_pairs(args.pairs)
+        except ValueError as err:
+            print(f"shop-features online: {err}", file=sys.stderr)
+            return 2
     elif args.user and args.product:
         users, products = [args.user] * len(args.product), args.product
     else:
         print("shop-features online: give --user and --product, or --pairs", file=sys.stderr)
         return 2
+    from features.store import online_features, open_store
+
     with contextlib.redirect_stdout(sys.stderr):  # Feast may print; stdout is the JSON
         frame = online_features(open_store(config), users, products)
     print(frame.to_json(orient="records", indent=None if args.pairs else 2, date_format="iso"))

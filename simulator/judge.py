@@ -45,13 +45,16 @@ def true_probability(
 
 def expected_ndcg(served: Sequence[str], pool: Sequence[str], gains: np.ndarray, k: int) -> float:
     """NDCG@k of the `served` order (product ids, best first) over the candidate `pool` with
-    `gains` (one per pool product, in pool order): 1.0 is the best list the pool allows."""
+    `gains` (one per pool product, in pool order): 1.0 is the best list the pool allows. The
+    list must hold k products (or the whole pool), as the transformer's answers do."""
     pool = list(pool)
     if len(set(pool)) != len(pool):
         raise ValueError("expected_ndcg: the pool repeats a product id")
     outside = sorted(set(served) - set(pool))
     if outside:
         raise ValueError(f"expected_ndcg: served products {outside[:5]} are not in the pool")
+    if len(served) < min(k, len(pool)):  # the pool's unserved products would fill the top k
+        raise ValueError(f"expected_ndcg: {len(served)} served products for k={k}")
     rank = {pid: i for i, pid in enumerate(served)}
     scores = np.array([len(served) - rank[p] if p in rank else 0 for p in pool], dtype=float)
     quality = ndcg_at_k(scores, np.asarray(gains), np.zeros(len(pool)), k)

@@ -110,7 +110,7 @@ def test_a_user_gets_k_ranked_products_and_the_same_list_twice(stack):
 def test_the_transformers_rows_are_the_feature_stores_own(stack):
     """Scores of named candidates equal the predictor's scores of the rows Feast's SDK reads for
     the same user and products (features/store.py online_features), with the request's context."""
-    running, config, config_args, lake = stack
+    running, config, _, lake = stack
     user = a_known_user(lake)
     candidates = popular_products(lake)[::7][:40]
     answer = ask(stack, {"user_id": user, "context": CONTEXT, "k": 40, "candidates": candidates})

@@ -70,3 +70,5 @@ def test_a_served_product_outside_the_pool_or_a_repeated_pool_is_an_error():
         expected_ndcg(["p9"], ["p1", "p2"], np.array([0.1, 0.2]), 1)
     with pytest.raises(ValueError, match="repeats"):
         expected_ndcg(["p1"], ["p1", "p1"], np.array([0.1, 0.2]), 1)
+    with pytest.raises(ValueError, match="1 served products for k=2"):
+        expected_ndcg(["p1"], ["p1", "p2", "p3"], np.array([0.1, 0.2, 0.3]), 2)
